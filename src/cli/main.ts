@@ -1,0 +1,129 @@
+/**
+ * The `sluice` command line. Exit codes: 0 ok, 1 the run failed, 2 usage or config error,
+ * 130 interrupted (Ctrl-C).
+ */
+import { Command, CommanderError, InvalidArgumentError } from 'commander';
+import { readFileSync } from 'node:fs';
+import { SluiceError } from '../errors.ts';
+import '../components.ts';
+import { runCommand } from './run.ts';
+import { checkCommand } from './check.ts';
+import { testCommand } from './test.ts';
+import { demoCommand } from './demo.ts';
+import { pipelineSchema } from '../core/schema.ts';
+
+const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as {
+  version: string;
+};
+
+export const EXIT = { ok: 0, failed: 1, usage: 2, interrupted: 130 } as const;
+
+function exitCodeOf(err: unknown): number {
+  if (err instanceof SluiceError) {
+    if (err.code === 'SLUICE_ERR_INTERRUPTED') return EXIT.interrupted;
+    return err.category === 'usage' || err.category === 'config' ? EXIT.usage : EXIT.failed;
+  }
+  return EXIT.failed;
+}
+
+function report(err: unknown): void {
+  if (err instanceof SluiceError) process.stderr.write(err.format() + '\n');
+  else process.stderr.write(`error[SLUICE_ERR_WORKER_FAILED]: ${(err as Error)?.stack ?? String(err)}\n`);
+}
+
+function positiveInt(value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 0) throw new InvalidArgumentError('expected a whole number ≥ 0');
+  return n;
+}
+
+function byteSize(value: string): number {
+  const m = /^(\d+)\s*(k|kb|kib|m|mb|mib)?$/i.exec(value.trim());
+  if (!m) throw new InvalidArgumentError('expected a size such as 512k or 4m');
+  const unit = (m[2] ?? '').toLowerCase();
+  return Number(m[1]) * (unit.startsWith('k') ? 1024 : unit.startsWith('m') ? 1024 * 1024 : 1);
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const program = new Command();
+  let code: number = EXIT.ok;
+  const action =
+    <A extends unknown[]>(fn: (...args: A) => Promise<number>) =>
+    async (...args: A): Promise<void> => {
+      code = await fn(...args);
+    };
+
+  program
+    .name('sluice')
+    .description(
+      'Stream and batch processor for JSON events: declarative pipelines, all cores, exact results.',
+    )
+    .version(pkg.version)
+    .exitOverride()
+    .configureOutput({ writeErr: (s) => process.stderr.write(s) });
+
+  program
+    .command('run')
+    .description('Run a pipeline over an input file (NDJSON or a JSON array, gzip detected) using all cores.')
+    .argument('<pipeline>', 'pipeline file (YAML or JSON)')
+    .requiredOption('-i, --input <path>', 'input file, or - for standard input')
+    .option('-o, --out <dir>', 'directory for the outputs', 'out')
+    .option(
+      '-w, --workers <n>',
+      'worker threads (default: one per core; 0 runs on the main thread)',
+      positiveInt,
+    )
+    .option('--chunk-size <bytes>', 'bytes of input per batch handed to a worker', byteSize, 512 * 1024)
+    .option('--no-progress', 'no progress bar, even on a terminal')
+    .option('--json', 'print the final summary as JSON on stdout')
+    .action(action(runCommand));
+
+  program
+    .command('check')
+    .description('Validate a pipeline: config, schemas, modules and tables, without running it.')
+    .argument('<pipeline>', 'pipeline file')
+    .action(action(checkCommand));
+
+  program
+    .command('test')
+    .description('Run the fixture cases beside a pipeline and diff the outputs against the expected ones.')
+    .argument('<pipeline>', 'pipeline file')
+    .option('--cases <file>', 'test file (default: <pipeline>.tests.yaml or tests/*.yaml beside it)')
+    .action(action(testCommand));
+
+  program
+    .command('schema')
+    .description("Print the pipeline config's JSON Schema (for editor completion).")
+    .action(
+      action(async () => {
+        process.stdout.write(JSON.stringify(pipelineSchema(), null, 2) + '\n');
+        return EXIT.ok;
+      }),
+    );
+
+  program
+    .command('demo')
+    .description('Generate a sample of payment events and run the payments example over it.')
+    .option('--events <n>', 'events to generate', positiveInt, 50_000)
+    .option('-o, --out <dir>', 'directory for the sample and the results', 'out/demo')
+    .action(action(demoCommand));
+
+  try {
+    await program.parseAsync(argv, { from: 'user' });
+    return code;
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      if (
+        err.code === 'commander.helpDisplayed' ||
+        err.code === 'commander.version' ||
+        err.code === 'commander.help'
+      )
+        return EXIT.ok;
+      return EXIT.usage;
+    }
+    report(err);
+    return exitCodeOf(err);
+  }
+}
+
+export { report, exitCodeOf };

@@ -1,0 +1,3 @@
+export async function testCommand(): Promise<number> {
+  return 0;
+}

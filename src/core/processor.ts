@@ -1,0 +1,260 @@
+/**
+ * The worker half of the engine: decodes chunks, runs map steps, pauses at each ordered group for
+ * the main thread's verdicts, and finally encodes every output and dead letter of the chunk for
+ * its sinks. Runs inside a worker thread, or inline on the main thread for `sluice test`.
+ */
+import { DEAD_OUTPUT, MAIN_OUTPUT, type ResolvedPipeline } from './config.ts';
+import { exportedFunction, importModules, type LoadedModules } from './modules.ts';
+import { planOf, type Plan } from './plan.ts';
+import type { EncodedOutput, FromProcessor, ToProcessor } from './protocol.ts';
+import { serializeError } from './protocol.ts';
+import { registry } from './registry.ts';
+import { attachTables } from './tables.ts';
+import type {
+  Batch,
+  DeadLetterExtra,
+  DecodedChunk,
+  Encoder,
+  MapStep,
+  OrderedStep,
+  Rec,
+  SourceDecoder,
+  Step,
+  StepContext,
+} from './types.ts';
+
+/** Raw text kept in a dead letter is cut here; the dead letter says so. */
+const MAX_RAW_CHARS = 1 << 20;
+
+export type Reply = (message: FromProcessor, transfer?: ArrayBuffer[]) => void;
+
+/** Dead letters and emitted records of one chunk, kept until its line numbers are known. */
+class ChunkState implements StepContext {
+  step = '';
+  readonly deadPos: number[] = [];
+  readonly deadInfo: { reason: string; detail: string; extra: DeadLetterExtra | undefined; step: string }[] =
+    [];
+  readonly emitted = new Map<string, Rec[]>();
+  readonly counters = new Map<string, number>();
+  batch: Batch = { records: [], pos: [] };
+  decoded: DecodedChunk | undefined;
+  firstLine = 1;
+  firstIndex = 0;
+
+  constructor(readonly subscribed: ReadonlySet<string>) {}
+
+  dead(pos: number, reason: string, detail: string, extra?: DeadLetterExtra): void {
+    this.deadPos.push(pos);
+    this.deadInfo.push({ reason, detail, extra, step: this.step });
+    this.count(`dead.${reason}`);
+  }
+
+  emit(output: string, record: Rec): void {
+    this.count(`output.${output}`);
+    if (!this.subscribed.has(output)) return;
+    let list = this.emitted.get(output);
+    if (!list) this.emitted.set(output, (list = []));
+    list.push(record);
+  }
+
+  count(name: string, n = 1): void {
+    this.counters.set(name, (this.counters.get(name) ?? 0) + n);
+  }
+}
+
+export class Processor {
+  #pipeline!: ResolvedPipeline;
+  #steps: Step[] = [];
+  #plan!: Plan;
+  #decoder!: SourceDecoder;
+  #indexed = false;
+  #encoders = new Map<string, { sinkId: string; encode: Encoder }[]>();
+  #subscribed = new Set<string>();
+  #chunks = new Map<number, ChunkState>();
+
+  constructor(private readonly reply: Reply) {}
+
+  async handle(msg: ToProcessor): Promise<void> {
+    try {
+      switch (msg.t) {
+        case 'init':
+          await this.#init(msg.pipeline, msg.bundles, msg.tables);
+          this.reply({ t: 'ready' });
+          return;
+        case 'chunk':
+          this.#onChunk(msg.seq, msg.chunk);
+          return;
+        case 'verdict':
+          this.#onVerdict(msg);
+          return;
+        case 'command': {
+          const step = this.#steps[msg.step] as OrderedStep;
+          this.reply({ t: 'reply', id: msg.id, reply: step.command?.(msg.message) });
+          return;
+        }
+      }
+    } catch (err) {
+      this.reply({ t: 'failed', error: serializeError(err) });
+    }
+  }
+
+  async #init(
+    pipeline: ResolvedPipeline,
+    bundles: Record<string, string>,
+    tables: Parameters<typeof attachTables>[0],
+  ): Promise<void> {
+    this.#pipeline = pipeline;
+    const modules: LoadedModules = await importModules(bundles);
+    const tableSet = attachTables(tables);
+    this.#steps = pipeline.steps.map((s) =>
+      registry.transforms
+        .get(s.type)!
+        .create(s.config, { stepId: s.id, tables: tableSet, fn: (ref) => exportedFunction(modules, ref) }),
+    );
+    this.#plan = planOf(pipeline, (i) => this.#steps[i]!.kind === 'ordered');
+    const source = registry.sources.get(pipeline.source.type)!;
+    this.#decoder = source.decoder(pipeline.source);
+    this.#indexed = source.indexed?.(pipeline.source) ?? false;
+    for (const sink of pipeline.sinks) {
+      const encode = registry.sinks.get(sink.type)!.encoder(sink.config);
+      let list = this.#encoders.get(sink.input);
+      if (!list) this.#encoders.set(sink.input, (list = []));
+      list.push({ sinkId: sink.id, encode });
+      this.#subscribed.add(sink.input);
+    }
+  }
+
+  #runMaps(state: ChunkState, indices: readonly number[]): void {
+    for (const i of indices) {
+      state.step = this.#pipeline.steps[i]!.id;
+      state.batch = (this.#steps[i] as MapStep).run(state.batch, state);
+      state.count(`step.${state.step}.out`, state.batch.records.length);
+    }
+  }
+
+  /** Runs map steps up to the next group and sends its payload, or finishes the chunk. */
+  #advance(seq: number, state: ChunkState, group: number): void {
+    const plan = this.#plan;
+    if (group >= plan.groups.length) {
+      this.#runMaps(state, plan.after);
+      this.#finish(seq, state);
+      return;
+    }
+    const g = plan.groups[group]!;
+    this.#runMaps(state, g.before);
+    const payloads = g.ordered.map((i) => (this.#steps[i] as OrderedStep).extract(state.batch));
+    const decoded = state.decoded!;
+    this.reply({
+      t: 'payload',
+      seq,
+      group,
+      count: state.batch.records.length,
+      recordCount: decoded.recordCount,
+      lineCount: decoded.lineCount,
+      payloads,
+    });
+  }
+
+  #onChunk(seq: number, chunk: Parameters<SourceDecoder['decode']>[0]): void {
+    const state = new ChunkState(this.#subscribed);
+    state.step = 'source';
+    state.decoded = this.#decoder.decode(chunk, state);
+    state.batch = state.decoded.batch;
+    state.count('input.records', state.decoded.recordCount);
+    this.#chunks.set(seq, state);
+    this.#advance(seq, state, 0);
+  }
+
+  #onVerdict(msg: Extract<ToProcessor, { t: 'verdict' }>): void {
+    const state = this.#chunks.get(msg.seq)!;
+    if (msg.group === 0) {
+      state.firstLine = msg.firstLine;
+      state.firstIndex = msg.firstIndex;
+    }
+    const group = this.#plan.groups[msg.group]!;
+    let { records, pos } = state.batch;
+    let verdicts = msg.verdicts;
+    let indices = Int32Array.from(records, (_, i) => i);
+    group.ordered.forEach((stepIndex, slot) => {
+      const step = this.#steps[stepIndex] as OrderedStep;
+      state.step = this.#pipeline.steps[stepIndex]!.id;
+      if (verdicts) {
+        const keepRecords: Rec[] = [];
+        const keepPos: number[] = [];
+        const keepVerdicts = new Uint16Array(records.length);
+        const keepIndices = new Int32Array(records.length);
+        let kept = 0;
+        for (let i = 0; i < records.length; i++) {
+          const v = verdicts[i]!;
+          if (v === 0 || v >> 8 > slot) {
+            keepRecords.push(records[i]!);
+            keepPos.push(pos[i]!);
+            keepIndices[kept] = indices[i]!;
+            keepVerdicts[kept++] = v;
+            continue;
+          }
+          const outcome = (v & 0xff) - 1;
+          const o = step.outcomes[outcome]!;
+          if (o.kind === 'drop') state.count(`dropped.${o.reason}`);
+          else state.dead(pos[i]!, o.reason, step.describe(outcome, records[i]!, msg.infos[slot]));
+        }
+        records = keepRecords;
+        pos = keepPos;
+        verdicts = keepVerdicts.subarray(0, kept);
+        indices = keepIndices.subarray(0, kept);
+      }
+      step.apply?.({ records, pos }, state, msg.infos[slot], indices);
+      state.count(`step.${state.step}.out`, records.length);
+    });
+    state.batch = { records, pos };
+    this.#advance(msg.seq, state, msg.group + 1);
+  }
+
+  #finish(seq: number, state: ChunkState): void {
+    this.#chunks.delete(seq);
+    const { records } = state.batch;
+    state.step = MAIN_OUTPUT;
+    for (let i = 0; i < records.length; i++) state.emit(MAIN_OUTPUT, records[i]!);
+    const decoded = state.decoded!;
+    if (state.deadPos.length > 0) {
+      const dead: Rec[] = [];
+      // Steps add dead letters step by step; write them in input order.
+      const order = state.deadPos
+        .map((_, i) => i)
+        .sort((a, b) => state.deadPos[a]! - state.deadPos[b]! || a - b);
+      for (const i of order) {
+        const p = state.deadPos[i]!;
+        const info = state.deadInfo[i]!;
+        let raw = decoded.raw(p);
+        const letter: Rec = { line: state.firstLine + decoded.lineOf(p) };
+        if (this.#indexed) letter.index = state.firstIndex + p;
+        letter.reason = info.reason;
+        letter.detail = info.detail;
+        if (info.extra?.pointer !== undefined) letter.pointer = info.extra.pointer;
+        if (info.extra?.keyword !== undefined) letter.keyword = info.extra.keyword;
+        letter.step = info.step;
+        if (raw.length > MAX_RAW_CHARS) {
+          raw = raw.slice(0, MAX_RAW_CHARS);
+          letter.raw_truncated = true;
+        }
+        letter.raw = raw;
+        dead.push(letter);
+      }
+      if (this.#subscribed.has(DEAD_OUTPUT)) state.emitted.set(DEAD_OUTPUT, dead);
+    }
+    const outputs: Record<string, EncodedOutput> = {};
+    for (const [output, list] of state.emitted)
+      outputs[output] = encodeFor(this.#encoders.get(output) ?? [], list);
+    this.reply({ t: 'done', seq, outputs, counters: Object.fromEntries(state.counters) });
+  }
+}
+
+/** Encodes records once per subscribed sink. */
+export function encodeFor(
+  encoders: readonly { sinkId: string; encode: Encoder }[],
+  records: Rec[],
+): EncodedOutput {
+  const bySink: Record<string, string> = {};
+  for (const e of encoders) bySink[e.sinkId] = e.encode(records);
+  return { count: records.length, bySink };
+}

@@ -1,0 +1,61 @@
+/** Messages between the engine (main thread) and its processors (worker threads or inline). */
+import type { ResolvedPipeline } from './config.ts';
+import type { ModuleBundles } from './modules.ts';
+import type { SharedTableData } from './tables.ts';
+import type { Chunk } from './types.ts';
+
+export type ToProcessor =
+  | { t: 'init'; pipeline: ResolvedPipeline; bundles: ModuleBundles; tables: SharedTableData[] }
+  | { t: 'chunk'; seq: number; chunk: Chunk }
+  | {
+      t: 'verdict';
+      seq: number;
+      group: number;
+      firstLine: number;
+      firstIndex: number;
+      verdicts: Uint16Array | null;
+      infos: unknown[];
+    }
+  | { t: 'command'; id: number; step: number; message: unknown };
+
+/** One output of one batch, encoded per subscribed sink. */
+export interface EncodedOutput {
+  count: number;
+  bySink: Record<string, string>;
+}
+
+export type FromProcessor =
+  | { t: 'ready' }
+  | { t: 'failed'; error: SerializedError }
+  | {
+      t: 'payload';
+      seq: number;
+      group: number;
+      count: number;
+      recordCount: number;
+      lineCount: number;
+      payloads: unknown[];
+    }
+  | { t: 'done'; seq: number; outputs: Record<string, EncodedOutput>; counters: Record<string, number> }
+  | { t: 'reply'; id: number; reply: unknown };
+
+export interface SerializedError {
+  name: string;
+  message: string;
+  code?: string;
+  hint?: string;
+  location?: unknown;
+  stack?: string;
+}
+
+export function serializeError(err: unknown): SerializedError {
+  const e = err as Error & { code?: string; hint?: string; location?: unknown };
+  return {
+    name: e?.name ?? 'Error',
+    message: e?.message ?? String(err),
+    code: e?.code,
+    hint: e?.hint,
+    location: e?.location,
+    stack: e?.stack,
+  };
+}

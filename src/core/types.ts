@@ -1,0 +1,199 @@
+/**
+ * The interfaces between the engine and its components. The core knows these and nothing about any
+ * particular source, transform or sink; components register by name in ../registry.ts.
+ *
+ * Threads: a source's reader, a sequencer and a sink's writer run on the main thread; a source's
+ * decoder, every step and a sink's encoder run in worker threads (or inline for `sluice test`).
+ * Everything that crosses between them is batched.
+ */
+import type { JSONSchemaType } from 'ajv';
+import type { TableSet } from './tables.ts';
+
+/** A record: a plain JSON object. */
+export type Rec = Record<string, unknown>;
+
+/**
+ * Records flowing through a worker. `pos[i]` is the index, within the current chunk, of the input
+ * record that `records[i]` came from, so dead letters can name the input line and its raw text.
+ */
+export interface Batch {
+  records: Rec[];
+  pos: number[];
+}
+
+export interface DeadLetterExtra {
+  /** JSON pointer to the offending field, e.g. `/user/email`. */
+  pointer?: string;
+  /** The JSON Schema keyword that failed, for validate steps. */
+  keyword?: string;
+}
+
+/** What a step may do besides passing records on. One instance per step per batch run. */
+export interface StepContext {
+  /** Send the input record at `pos` to the dead-letter output. */
+  dead(pos: number, reason: string, detail: string, extra?: DeadLetterExtra): void;
+  /** Copy a record to a named output (sinks subscribe to outputs by name). */
+  emit(output: string, record: Rec, pos: number): void;
+  /** Add to a run counter (reported in the summary and, later, as metrics). */
+  count(name: string, n?: number): void;
+}
+
+/** A stateless step: runs on any worker, on any batch, in any order. */
+export interface MapStep {
+  readonly kind: 'map';
+  run(input: Batch, ctx: StepContext): Batch;
+}
+
+/** What a sequencer may decide for a record besides letting it pass. */
+export interface Outcome {
+  readonly kind: 'drop' | 'dead';
+  /** Counter suffix for drops (`dropped.<reason>`), dead-letter reason for dead. */
+  readonly reason: string;
+}
+
+/**
+ * A step whose decision depends on input order (dedupe, the watermark of a window). Its worker side
+ * extracts a compact payload per batch; the main thread's {@link Sequencer} decides in input order;
+ * the worker then applies the step to the records that passed.
+ */
+export interface OrderedStep {
+  readonly kind: 'ordered';
+  readonly outcomes: readonly Outcome[];
+  /** Sequencing information for every record of `input`, in order. Must be structured-cloneable. */
+  extract(input: Batch): unknown;
+  /** Dead-letter detail for a record the sequencer stopped with outcome `outcome`. */
+  describe(outcome: number, record: Rec, info: unknown): string;
+  /**
+   * Observes the records that passed (they go on unchanged), with what the sequencer returned for
+   * the batch; `indices[i]` is where `input.records[i]` was in the batch given to `extract`.
+   */
+  apply?(input: Batch, ctx: StepContext, info: unknown, indices: Int32Array): void;
+  /** Handles a message the sequencer broadcast to every worker; the reply goes back to it. */
+  command?(message: unknown): unknown;
+}
+
+export type Step = MapStep | OrderedStep;
+
+/**
+ * The main-thread half of an ordered step. Sees every batch's payload exactly once, in input order.
+ * Verdicts are written as `(slot << 8) | (outcomeIndex + 1)`; 0 means pass, and records that an
+ * earlier step of the same segment stopped already carry a non-zero verdict and must be skipped.
+ */
+export interface Sequencer {
+  decide(payload: unknown, verdicts: Uint16Array, slot: number): unknown;
+  /** A message for every worker after the batch just decided (e.g. "close these windows"). */
+  pollBroadcast?(): unknown;
+  /** Turns all workers' replies to a broadcast into records for the step's output. */
+  gather?(message: unknown, replies: unknown[]): Rec[];
+  /** The broadcast that ends the input (e.g. "close every window"). */
+  finish?(): unknown;
+}
+
+export const verdictOf = (slot: number, outcome: number): number => (slot << 8) | (outcome + 1);
+
+/** Reference to a function exported by a user TypeScript module. */
+export interface ModuleRef {
+  /** Absolute path of the module. */
+  path: string;
+  /** Export name; `default` for the default export. */
+  export: string;
+}
+
+/** What a step factory gets to build a step, in a worker. */
+export interface StepEnv {
+  readonly stepId: string;
+  readonly tables: TableSet;
+  /** A function exported by a module the step declared in `modules()`. */
+  fn(ref: ModuleRef): (...args: never[]) => unknown;
+}
+
+export interface TransformSpec<C> {
+  readonly type: string;
+  readonly description: string;
+  /** JSON Schema of the step's options (without `type` and `id`). */
+  readonly schema: JSONSchemaType<C> | Record<string, unknown>;
+  /** Modules the step needs loaded before `create` runs. */
+  modules?(config: C): ModuleRef[];
+  /** Tables the step reads (checked against `tables:` at config time). */
+  tables?(config: C): string[];
+  /** Named outputs the step emits to, for sinks to subscribe. */
+  outputs?(config: C, stepId: string): string[];
+  create(config: C, env: StepEnv): Step;
+  /** Main-thread half, for ordered steps. */
+  sequencer?(config: C, stepId: string): Sequencer;
+}
+
+/** A unit of input handed to a worker: whole records only. */
+export interface Chunk {
+  bytes: Uint8Array;
+  /** For formats whose records are not lines: [start, end) byte offsets of each record. */
+  bounds?: Int32Array;
+  /**
+   * Set when the chunk stands for one record longer than the source's limit: `bytes` holds only
+   * its beginning and this is its full length. It becomes a `too_large` dead letter.
+   */
+  oversize?: number;
+}
+
+export interface DecodedChunk {
+  batch: Batch;
+  /** Input records in the chunk, including the ones that failed to parse. */
+  recordCount: number;
+  /** Newlines in the chunk, so the sequencer can number lines across chunks. */
+  lineCount: number;
+  /** 0-based line of input record `pos`, relative to the chunk's first line. */
+  lineOf(pos: number): number;
+  /** The raw text of input record `pos`. */
+  raw(pos: number): string;
+}
+
+export interface SourceDecoder {
+  decode(chunk: Chunk, ctx: StepContext): DecodedChunk;
+}
+
+export interface SourceReader {
+  /** Bytes of the underlying file consumed so far (compressed bytes for gzip). */
+  readonly bytesRead: number;
+  /** Size of the underlying file, when known. */
+  readonly totalBytes: number | undefined;
+  chunks(): AsyncIterable<Chunk>;
+  close(): Promise<void>;
+}
+
+export interface SourceSpec<C> {
+  readonly type: string;
+  readonly description: string;
+  readonly schema: Record<string, unknown>;
+  /** Whether dead letters should carry the record's `index` besides its line. */
+  indexed?(config: C): boolean;
+  open(config: C, input: string, options: { chunkBytes: number }): Promise<SourceReader>;
+  decoder(config: C): SourceDecoder;
+}
+
+/** Encodes a batch of records for a sink; runs where the records are (usually a worker). */
+export type Encoder = (records: Rec[]) => string;
+
+export interface SinkWriter {
+  /** Append an encoded batch. Batches arrive in input order. */
+  write(encoded: string, count: number): Promise<void> | void;
+  /** Every batch is written: make the output durable and visible. */
+  commit(): Promise<void>;
+  /** Discard everything written by this run. */
+  abort(): Promise<void>;
+}
+
+export interface SinkEnv {
+  /** Directory that relative output paths resolve against (`--out`). */
+  readonly outDir: string;
+  readonly sinkId: string;
+}
+
+export interface SinkSpec<C> {
+  readonly type: string;
+  readonly description: string;
+  readonly schema: Record<string, unknown>;
+  encoder(config: C): Encoder;
+  open(config: C, env: SinkEnv): Promise<SinkWriter>;
+  /** Human-readable place the sink writes to, for summaries. */
+  describe?(config: C, env: SinkEnv): string;
+}

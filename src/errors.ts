@@ -1,0 +1,168 @@
+/**
+ * The one error catalogue. Every failure that reaches a user carries a stable code from here, a
+ * message saying what happened and a hint saying what to do. docs/errors.md documents every code
+ * and every dead-letter reason; test/errors.test.ts fails when the two disagree.
+ */
+
+export interface ErrorSpec {
+  /** What kind of failure: decides the CLI exit code (usage/config → 2, everything else → 1). */
+  readonly category: 'usage' | 'config' | 'input' | 'runtime' | 'test';
+  readonly title: string;
+  readonly hint: string;
+}
+
+export const ERRORS = {
+  SLUICE_ERR_USAGE: {
+    category: 'usage',
+    title: 'Invalid command line',
+    hint: 'Run `sluice --help` or `sluice <command> --help` for the options.',
+  },
+  SLUICE_ERR_CONFIG_NOT_FOUND: {
+    category: 'config',
+    title: 'Pipeline file not found',
+    hint: 'Check the path; it is resolved from the current directory.',
+  },
+  SLUICE_ERR_CONFIG_SYNTAX: {
+    category: 'config',
+    title: 'Pipeline file is not valid YAML or JSON',
+    hint: 'Fix the syntax at the position shown; YAML indentation must be consistent.',
+  },
+  SLUICE_ERR_CONFIG_UNKNOWN_KEY: {
+    category: 'config',
+    title: 'Unknown key in pipeline config',
+    hint: 'Remove the key or correct its spelling; schema/pipeline.schema.json lists every allowed key.',
+  },
+  SLUICE_ERR_CONFIG_INVALID: {
+    category: 'config',
+    title: 'Invalid value in pipeline config',
+    hint: 'Change the value to what the message asks for; docs/config.md describes every option.',
+  },
+  SLUICE_ERR_CONFIG_REFERENCE: {
+    category: 'config',
+    title: 'Pipeline config refers to something that does not exist',
+    hint: 'Define the table, output or file it names, or correct the name.',
+  },
+  SLUICE_ERR_MODULE_LOAD: {
+    category: 'config',
+    title: 'A TypeScript module referenced by the pipeline could not be compiled or loaded',
+    hint: 'Fix the compile error shown; the module path is relative to the pipeline file.',
+  },
+  SLUICE_ERR_MODULE_EXPORT: {
+    category: 'config',
+    title: 'A module does not export the function the pipeline names',
+    hint: 'Export the function (default export or the name given by `export:`).',
+  },
+  SLUICE_ERR_SCHEMA_COMPILE: {
+    category: 'config',
+    title: 'A JSON Schema used by a validate step is not valid',
+    hint: 'Fix the schema; sluice compiles JSON Schema 2020-12 with Ajv in strict mode.',
+  },
+  SLUICE_ERR_TABLE_LOAD: {
+    category: 'config',
+    title: 'A lookup table could not be loaded',
+    hint: 'Check the path, the format (csv or json) and that the key column exists in every row.',
+  },
+  SLUICE_ERR_INPUT_NOT_FOUND: {
+    category: 'input',
+    title: 'Input file not found',
+    hint: 'Check the --input path, or pass `-` to read standard input.',
+  },
+  SLUICE_ERR_INPUT_CORRUPT: {
+    category: 'input',
+    title: 'Input could not be read to the end (for example a truncated gzip file)',
+    hint: 'Re-fetch or re-compress the input; no output was written, so the run can simply be repeated.',
+  },
+  SLUICE_ERR_SINK_WRITE: {
+    category: 'runtime',
+    title: 'A sink could not write its output',
+    hint: 'Check the output directory exists, is writable and has free space.',
+  },
+  SLUICE_ERR_WORKER_FAILED: {
+    category: 'runtime',
+    title: 'A worker thread failed',
+    hint: 'This is a bug in sluice or in a custom module outside its per-record function; please report it with the message.',
+  },
+  SLUICE_ERR_INTERRUPTED: {
+    category: 'runtime',
+    title: 'Run interrupted',
+    hint: 'Outputs were not written; run the command again.',
+  },
+  SLUICE_ERR_TEST_FAILED: {
+    category: 'test',
+    title: 'Pipeline test cases failed',
+    hint: 'Read the diff: `-` lines are expected, `+` lines are what the pipeline produced.',
+  },
+  SLUICE_ERR_TEST_FIXTURE: {
+    category: 'config',
+    title: 'A pipeline test file is invalid',
+    hint: 'Each case needs `name`, `input` and `expect`; see docs/testing.md.',
+  },
+} as const satisfies Record<string, ErrorSpec>;
+
+export type ErrorCode = keyof typeof ERRORS;
+
+/** Where in a config file an error is. */
+export interface SourceLocation {
+  file: string;
+  line?: number;
+  column?: number;
+  /** Key path inside the document, e.g. `steps[2].window.size`. */
+  path?: string;
+}
+
+export class SluiceError extends Error {
+  readonly code: ErrorCode;
+  readonly hint: string;
+  readonly location: SourceLocation | undefined;
+
+  constructor(
+    code: ErrorCode,
+    message: string,
+    options: { hint?: string; location?: SourceLocation; cause?: unknown } = {},
+  ) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = 'SluiceError';
+    this.code = code;
+    this.hint = options.hint ?? ERRORS[code].hint;
+    this.location = options.location;
+  }
+
+  get category(): ErrorSpec['category'] {
+    return ERRORS[this.code].category;
+  }
+
+  /** Multi-line, compiler-style rendering for terminals. */
+  format(): string {
+    const lines = [`error[${this.code}]: ${this.message}`];
+    const loc = this.location;
+    if (loc) {
+      let where = loc.file;
+      if (loc.line !== undefined) where += `:${loc.line}:${loc.column ?? 1}`;
+      lines.push(`  --> ${where}`);
+      if (loc.path) lines.push(`  at: ${loc.path}`);
+    }
+    lines.push(`  help: ${this.hint}`);
+    return lines.join('\n');
+  }
+
+  toJSON(): Record<string, unknown> {
+    return { code: this.code, message: this.message, hint: this.hint, location: this.location };
+  }
+}
+
+/**
+ * Reasons a record becomes a dead letter. Steps may add their own (a transform's `reject(reason)`),
+ * but these are the ones sluice itself produces.
+ */
+export const DEAD_LETTER_REASONS = {
+  parse: 'The input line is not JSON (or is empty).',
+  invalid:
+    'The record does not satisfy the JSON Schema of a validate step, or a transform rejected it as invalid.',
+  late: 'The event time falls in a window that was already closed by the watermark (older than the allowed lateness).',
+  error: 'A custom function threw an exception for this record.',
+  too_large:
+    'The input record is longer than the source allows (`max_record_bytes`); only its beginning is kept.',
+  missing: 'A lookup step configured with `on_missing: dead` found no row for the record.',
+} as const;
+
+export type DeadLetterReason = keyof typeof DEAD_LETTER_REASONS;

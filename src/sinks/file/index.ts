@@ -1,0 +1,134 @@
+/**
+ * `file`: NDJSON or CSV, optionally gzip. Output goes to a temporary file beside the target and
+ * is renamed into place only when the run succeeds, so an interrupted or failed run never leaves
+ * a half-written file.
+ */
+import { createWriteStream, mkdirSync, rmSync, type WriteStream } from 'node:fs';
+import { rename } from 'node:fs/promises';
+import { dirname, resolve } from 'node:path';
+import { once } from 'node:events';
+import { createGzip, type Gzip } from 'node:zlib';
+import { SluiceError } from '../../errors.ts';
+import { ndjson, stringify } from '../../core/encode.ts';
+import type { Encoder, Rec, SinkEnv, SinkSpec, SinkWriter } from '../../core/types.ts';
+
+export interface FileSinkConfig {
+  type: 'file';
+  path: string;
+  format?: 'ndjson' | 'csv';
+  gzip?: boolean;
+  /** CSV columns, in order (required for csv). */
+  columns?: string[];
+}
+
+function csvCell(v: unknown): string {
+  if (v === undefined || v === null) return '';
+  const s = typeof v === 'string' ? v : typeof v === 'object' ? stringify(v) : String(v);
+  return /[",\r\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s;
+}
+
+export function csvEncoder(columns: readonly string[]): Encoder {
+  return (records: Rec[]) => {
+    let out = '';
+    for (const r of records) {
+      for (let c = 0; c < columns.length; c++) out += (c > 0 ? ',' : '') + csvCell(r[columns[c]!]);
+      out += '\n';
+    }
+    return out;
+  };
+}
+
+function targetOf(config: FileSinkConfig, env: SinkEnv): string {
+  return resolve(env.outDir, config.path);
+}
+
+class FileWriter implements SinkWriter {
+  readonly #target: string;
+  readonly #tmp: string;
+  readonly #file: WriteStream;
+  readonly #out: WriteStream | Gzip;
+  #error: Error | undefined;
+  /** Rejects on the first stream error, so a wait for 'drain' cannot hang on a dead stream. */
+  readonly #failed: Promise<never>;
+
+  constructor(target: string, gzip: boolean, header: string | undefined) {
+    this.#target = target;
+    this.#tmp = `${target}.${process.pid}.tmp`;
+    mkdirSync(dirname(target), { recursive: true });
+    this.#file = createWriteStream(this.#tmp);
+    this.#out = gzip ? createGzip() : this.#file;
+    if (this.#out !== this.#file) this.#out.pipe(this.#file);
+    this.#failed = new Promise<never>((_, reject) => {
+      const onError = (e: Error): void => {
+        this.#error ??= e;
+        reject(e);
+      };
+      this.#file.on('error', onError);
+      if (this.#out !== this.#file) this.#out.on('error', onError);
+    });
+    this.#failed.catch(() => {});
+    if (header) this.#out.write(header);
+  }
+
+  #check(): void {
+    if (this.#error)
+      throw new SluiceError(
+        'SLUICE_ERR_SINK_WRITE',
+        `writing ${this.#target} failed: ${this.#error.message}`,
+        { cause: this.#error },
+      );
+  }
+
+  async write(encoded: string): Promise<void> {
+    this.#check();
+    if (!this.#out.write(encoded))
+      await Promise.race([once(this.#out, 'drain'), this.#failed]).catch(() => {});
+    this.#check();
+  }
+
+  async commit(): Promise<void> {
+    this.#check();
+    const closed = once(this.#file, 'close');
+    this.#out.end();
+    await Promise.race([closed, this.#failed]).catch(() => {});
+    this.#check();
+    await rename(this.#tmp, this.#target);
+  }
+
+  async abort(): Promise<void> {
+    this.#out.destroy();
+    this.#file.destroy();
+    rmSync(this.#tmp, { force: true });
+  }
+}
+
+export const fileSink: SinkSpec<FileSinkConfig> = {
+  type: 'file',
+  description:
+    'Writes NDJSON or CSV, optionally gzip-compressed; the file appears only when the run succeeds.',
+  schema: {
+    type: 'object',
+    required: ['path'],
+    properties: {
+      path: { type: 'string', description: 'Output file, relative to the output directory (--out).' },
+      format: { enum: ['ndjson', 'csv'], default: 'ndjson' },
+      gzip: { type: 'boolean', default: false, description: 'Compress the output with gzip.' },
+      columns: {
+        type: 'array',
+        items: { type: 'string' },
+        minItems: 1,
+        description: 'CSV columns, in order (required for csv).',
+      },
+    },
+    if: { properties: { format: { const: 'csv' } }, required: ['format'] },
+    then: { required: ['columns'] },
+  },
+  encoder: (config) => (config.format === 'csv' ? csvEncoder(config.columns ?? []) : ndjson),
+  open: async (config, env) =>
+    new FileWriter(
+      targetOf(config, env),
+      config.gzip ?? false,
+      config.format === 'csv' ? (config.columns ?? []).map(csvCell).join(',') + '\n' : undefined,
+    ),
+  describe: (config, env) => targetOf(config, env),
+};

@@ -1,0 +1,258 @@
+/**
+ * Main-thread half of the file source: reads a file or stdin, un-gzips when the content starts
+ * with the gzip magic bytes, and cuts the byte stream into chunks of whole records. Each chunk
+ * owns its ArrayBuffer, so it moves to a worker without a copy.
+ */
+import { createReadStream, existsSync, statSync, type ReadStream } from 'node:fs';
+import { createGunzip } from 'node:zlib';
+import type { Readable } from 'node:stream';
+import { SluiceError } from '../../errors.ts';
+import type { Chunk, SourceReader } from '../../core/types.ts';
+
+export interface FileSourceConfig {
+  type: 'file';
+  format?: 'ndjson' | 'json';
+  max_record_bytes?: number;
+}
+
+const DEFAULT_MAX_RECORD = 16 * 1024 * 1024;
+const OVERSIZE_PREFIX = 1024;
+
+/** Concatenates buffers into one freshly allocated buffer (owned, transferable). */
+function concatOwned(parts: Buffer[], total: number): Buffer {
+  const out = Buffer.allocUnsafeSlow(total);
+  let at = 0;
+  for (const p of parts) {
+    p.copy(out, at);
+    at += p.length;
+  }
+  return out;
+}
+
+async function peekGzip(
+  input: string,
+): Promise<{ stream: Readable; raw: ReadStream | NodeJS.ReadStream; gzip: boolean }> {
+  const raw = input === '-' ? process.stdin : createReadStream(input, { highWaterMark: 1 << 20 });
+  // Read the first bytes to detect gzip, then put them back.
+  const first = await new Promise<Buffer | null>((resolve, reject) => {
+    const onReadable = (): void => {
+      const b = raw.read() as Buffer | null;
+      if (b === null && !raw.readableEnded) return;
+      cleanup();
+      resolve(b);
+    };
+    const onEnd = (): void => {
+      cleanup();
+      resolve(null);
+    };
+    const onError = (err: Error): void => {
+      cleanup();
+      reject(err);
+    };
+    const cleanup = (): void => {
+      raw.off('readable', onReadable);
+      raw.off('end', onEnd);
+      raw.off('error', onError);
+    };
+    raw.on('readable', onReadable);
+    raw.on('end', onEnd);
+    raw.on('error', onError);
+  });
+  if (first === null) return { stream: raw, raw, gzip: false };
+  raw.unshift(first);
+  const gzip = first.length >= 2 && first[0] === 0x1f && first[1] === 0x8b;
+  if (!gzip) return { stream: raw, raw, gzip };
+  const gunzip = createGunzip();
+  raw.on('error', (err: Error) => gunzip.destroy(err));
+  raw.pipe(gunzip);
+  return { stream: gunzip, raw, gzip };
+}
+
+export async function openFile(
+  config: FileSourceConfig,
+  input: string,
+  options: { chunkBytes: number },
+): Promise<SourceReader> {
+  if (input !== '-' && !existsSync(input)) {
+    throw new SluiceError('SLUICE_ERR_INPUT_NOT_FOUND', `input file ${input} does not exist`);
+  }
+  if (input !== '-' && statSync(input).isDirectory()) {
+    throw new SluiceError('SLUICE_ERR_INPUT_NOT_FOUND', `input ${input} is a directory, not a file`);
+  }
+  const totalBytes = input === '-' ? undefined : statSync(input).size;
+  const { stream, raw, gzip } = await peekGzip(input);
+  const maxRecord = config.max_record_bytes ?? DEFAULT_MAX_RECORD;
+  const chunkBytes = options.chunkBytes;
+  const where = input === '-' ? 'standard input' : input;
+
+  const reader: SourceReader = {
+    get bytesRead() {
+      return 'bytesRead' in raw ? (raw as ReadStream).bytesRead : 0;
+    },
+    totalBytes,
+    chunks: () =>
+      config.format === 'json'
+        ? jsonArrayChunks(stream, chunkBytes, where)
+        : lineChunks(stream, chunkBytes, maxRecord),
+    async close() {
+      stream.destroy();
+      if (raw !== process.stdin) raw.destroy();
+    },
+  };
+  return wrapErrors(reader, where, gzip);
+}
+
+function wrapErrors(reader: SourceReader, where: string, gzip: boolean): SourceReader {
+  return {
+    get bytesRead() {
+      return reader.bytesRead;
+    },
+    totalBytes: reader.totalBytes,
+    close: () => reader.close(),
+    async *chunks() {
+      try {
+        yield* reader.chunks();
+      } catch (err) {
+        if (err instanceof SluiceError) throw err;
+        const e = err as NodeJS.ErrnoException;
+        const what =
+          gzip && (e.code === 'Z_BUF_ERROR' || e.code === 'Z_DATA_ERROR' || /unexpected end/i.test(e.message))
+            ? `${where} is not a complete gzip stream (${e.message}); it looks truncated or corrupt`
+            : `reading ${where} failed: ${e.message}`;
+        throw new SluiceError('SLUICE_ERR_INPUT_CORRUPT', what, { cause: err });
+      }
+    },
+  };
+}
+
+/** NDJSON: chunks end at a newline; a final line without one is still a record. */
+async function* lineChunks(stream: Readable, chunkBytes: number, maxRecord: number): AsyncGenerator<Chunk> {
+  let parts: Buffer[] = [];
+  let size = 0;
+  // While skipping an oversized line: its length so far.
+  let skipping = -1;
+  for await (const data of stream as AsyncIterable<Buffer>) {
+    let buf = data;
+    if (skipping >= 0) {
+      const nl = buf.indexOf(10);
+      if (nl < 0) {
+        skipping += buf.length;
+        continue;
+      }
+      buf = buf.subarray(nl + 1);
+      skipping = -1;
+    }
+    parts.push(buf);
+    size += buf.length;
+    if (size < chunkBytes) continue;
+    const all = concatOwned(parts, size);
+    const nl = all.lastIndexOf(10);
+    if (nl < 0) {
+      if (size > maxRecord) {
+        yield { bytes: concatOwned([all.subarray(0, OVERSIZE_PREFIX)], OVERSIZE_PREFIX), oversize: size };
+        // The rest of this line is skipped; its final length is not needed beyond "too large".
+        skipping = 0;
+        parts = [];
+        size = 0;
+      } else {
+        parts = [all];
+      }
+      continue;
+    }
+    const rest = all.subarray(nl + 1);
+    parts = rest.length > 0 ? [Buffer.from(rest)] : [];
+    size = rest.length;
+    yield { bytes: all.subarray(0, nl + 1) };
+  }
+  if (size > 0) {
+    const all = concatOwned(parts, size);
+    if (size > maxRecord && all.indexOf(10) < 0)
+      yield { bytes: concatOwned([all.subarray(0, OVERSIZE_PREFIX)], OVERSIZE_PREFIX), oversize: size };
+    else yield { bytes: all };
+  }
+}
+
+/**
+ * A top-level JSON array, cut between elements. A small scanner tracks strings and nesting; the
+ * elements themselves are parsed (and rejected if malformed) in the workers.
+ */
+async function* jsonArrayChunks(stream: Readable, chunkBytes: number, where: string): AsyncGenerator<Chunk> {
+  let buf: Buffer = Buffer.alloc(0);
+  let scan = 0;
+  let started = false;
+  let finished = false;
+  let depth = 0; // nesting inside the current element
+  let inString = false;
+  let escape = false;
+  let elementStart = -1;
+  let bounds: number[] = [];
+  let cutAt = 0;
+
+  const corrupt = (msg: string): SluiceError =>
+    new SluiceError('SLUICE_ERR_INPUT_CORRUPT', `${where} is not a JSON array: ${msg}`);
+  const isDelimiter = (c: number): boolean =>
+    c === 44 || c === 93 || c === 32 || c === 10 || c === 13 || c === 9;
+  const endElement = (end: number): void => {
+    bounds.push(elementStart, end);
+    elementStart = -1;
+    cutAt = end;
+  };
+
+  for await (const data of stream as AsyncIterable<Buffer>) {
+    buf = buf.length === 0 ? data : concatOwned([buf, data], buf.length + data.length);
+    for (; scan < buf.length; scan++) {
+      const c = buf[scan]!;
+      if (inString) {
+        if (escape) escape = false;
+        else if (c === 92) escape = true;
+        else if (c === 34) {
+          inString = false;
+          if (depth === 0) endElement(scan + 1);
+        }
+        continue;
+      }
+      if (elementStart >= 0 && depth === 0) {
+        // Inside a scalar element (number, true, false, null or garbage).
+        if (isDelimiter(c)) endElement(scan);
+        else continue;
+      }
+      if (c === 32 || c === 10 || c === 13 || c === 9) continue;
+      if (finished) throw corrupt('unexpected data after the closing ]');
+      if (!started) {
+        if (c !== 91)
+          throw corrupt(
+            `it starts with ${JSON.stringify(String.fromCharCode(c))}; use format: ndjson for one record per line`,
+          );
+        started = true;
+        continue;
+      }
+      if (elementStart < 0) {
+        if (c === 44) continue;
+        if (c === 93) {
+          finished = true;
+          cutAt = scan + 1;
+          continue;
+        }
+        elementStart = scan;
+        if (c === 34) inString = true;
+        else if (c === 123 || c === 91) depth = 1;
+        continue;
+      }
+      if (c === 34) inString = true;
+      else if (c === 123 || c === 91) depth++;
+      else if ((c === 125 || c === 93) && --depth === 0) endElement(scan + 1);
+    }
+    if (cutAt >= chunkBytes && bounds.length > 0) {
+      yield { bytes: concatOwned([buf.subarray(0, cutAt)], cutAt), bounds: Int32Array.from(bounds) };
+      buf = Buffer.from(buf.subarray(cutAt));
+      scan -= cutAt;
+      if (elementStart >= 0) elementStart -= cutAt;
+      bounds = [];
+      cutAt = 0;
+    }
+  }
+  if (!started) throw corrupt('the input is empty');
+  if (!finished) throw corrupt('the closing ] is missing (truncated input?)');
+  if (bounds.length > 0 || buf.length > 0)
+    yield { bytes: concatOwned([buf], buf.length), bounds: Int32Array.from(bounds) };
+}

@@ -1,0 +1,76 @@
+/**
+ * `route`: copies each record to every named output whose condition it meets; the record also
+ * goes on down the pipeline. Sinks subscribe to route names with `input:`.
+ */
+import type { ComponentExtras } from '../../core/registry.ts';
+import type { Batch, MapStep, StepContext, TransformSpec } from '../../core/types.ts';
+import {
+  compileCondition,
+  conditionDefinitions,
+  conditionModules,
+  conditionRef,
+  resolveConditionPaths,
+  type Condition,
+  type Test,
+} from './condition.ts';
+
+export interface RouteConfig {
+  type: 'route';
+  routes: Record<string, Condition>;
+}
+
+class RouteStep implements MapStep {
+  readonly kind = 'map';
+  readonly #names: string[];
+  readonly #tests: Test[];
+
+  constructor(names: string[], tests: Test[]) {
+    this.#names = names;
+    this.#tests = tests;
+  }
+
+  run(input: Batch, ctx: StepContext): Batch {
+    const names = this.#names;
+    const tests = this.#tests;
+    for (let i = 0; i < input.records.length; i++) {
+      const r = input.records[i]!;
+      for (let t = 0; t < tests.length; t++) if (tests[t]!(r)) ctx.emit(names[t]!, r, input.pos[i]!);
+    }
+    return input;
+  }
+}
+
+export const routeTransform: TransformSpec<RouteConfig> & ComponentExtras<RouteConfig> = {
+  type: 'route',
+  description:
+    'Copies records that meet a condition to named outputs; every record also continues down the pipeline.',
+  schema: {
+    type: 'object',
+    required: ['routes'],
+    properties: {
+      routes: {
+        type: 'object',
+        minProperties: 1,
+        propertyNames: { pattern: '^[A-Za-z_][A-Za-z0-9_-]*$' },
+        additionalProperties: conditionRef,
+        description: 'Output name → condition.',
+      },
+    },
+  },
+  definitions: conditionDefinitions,
+  resolvePaths: (config, resolve) => ({
+    ...config,
+    routes: Object.fromEntries(
+      Object.entries(config.routes).map(([k, c]) => [k, resolveConditionPaths(c, resolve)]),
+    ),
+  }),
+  modules: (config) => Object.values(config.routes).flatMap((c) => conditionModules(c)),
+  outputs: (config) => Object.keys(config.routes),
+  create: (config, env) => {
+    const names = Object.keys(config.routes);
+    return new RouteStep(
+      names,
+      names.map((n) => compileCondition(config.routes[n]!, env)),
+    );
+  },
+};

@@ -1,0 +1,379 @@
+/**
+ * Mergeable, serializable aggregate states. Merging partial states in any grouping gives exactly
+ * the state of aggregating everything at once (test/window-merge.property.test.ts), so workers,
+ * instances and restarts can each aggregate a part.
+ */
+import { formatExactDecimal, parseExactDecimal } from '../../helpers/decimal.ts';
+
+/** An exact numeric value: a safe integer, a bigint, or a decimal `units / 10^scale`. */
+export type Exact = number | bigint | { units: bigint; scale: number };
+
+const MAX_SAFE = Number.MAX_SAFE_INTEGER;
+
+/** Converts a record value to an exact number; undefined for anything not numeric. */
+export function toExact(v: unknown): Exact | undefined {
+  if (typeof v === 'number') {
+    if (Number.isSafeInteger(v)) return v === 0 ? 0 : v;
+    return Number.isFinite(v) ? (Number.isInteger(v) ? BigInt(v) : parseExactDecimal(v)) : undefined;
+  }
+  if (typeof v === 'string') {
+    const len = v.length;
+    if (len > 0 && len <= 15) {
+      // Fast path: a plain integer of up to 15 digits is always a safe integer.
+      let i = v.charCodeAt(0) === 45 ? 1 : 0;
+      if (i < len) {
+        let n = 0;
+        for (; i < len; i++) {
+          const d = v.charCodeAt(i) - 48;
+          if (d < 0 || d > 9) break;
+          n = n * 10 + d;
+        }
+        if (i === len) return v.charCodeAt(0) === 45 ? (n === 0 ? 0 : -n) : n;
+      }
+    }
+    const d = parseExactDecimal(v);
+    if (d === undefined) return undefined;
+    if (d.scale === 0)
+      return d.units >= -BigInt(MAX_SAFE) && d.units <= BigInt(MAX_SAFE) ? Number(d.units) : d.units;
+    return d;
+  }
+  if (typeof v === 'bigint') return v;
+  return undefined;
+}
+
+function asDecimal(x: Exact): { units: bigint; scale: number } {
+  if (typeof x === 'number') return { units: BigInt(x), scale: 0 };
+  if (typeof x === 'bigint') return { units: x, scale: 0 };
+  return x;
+}
+
+const POW10 = (n: number): bigint => 10n ** BigInt(n);
+
+export function compareExact(a: Exact, b: Exact): number {
+  if (typeof a !== 'object' && typeof b !== 'object') return a < b ? -1 : a > b ? 1 : 0;
+  const x = asDecimal(a);
+  const y = asDecimal(b);
+  const scale = Math.max(x.scale, y.scale);
+  const xu = x.units * POW10(scale - x.scale);
+  const yu = y.units * POW10(scale - y.scale);
+  return xu < yu ? -1 : xu > yu ? 1 : 0;
+}
+
+export function formatExact(x: Exact): string {
+  if (typeof x === 'object') return formatExactDecimal(x.units, x.scale);
+  return x.toString();
+}
+
+export function toFloat(x: Exact): number {
+  if (typeof x === 'number') return x;
+  if (typeof x === 'bigint') return Number(x);
+  return Number(formatExactDecimal(x.units, x.scale));
+}
+
+/** Exact sum of any size: adds safe integers as numbers until they would overflow, then BigInt. */
+export class ExactSum {
+  n = 0;
+  small = 0;
+  big = 0n;
+  scale = 0;
+
+  add(x: Exact): void {
+    this.n++;
+    if (typeof x === 'number' && this.scale === 0) {
+      const t = this.small + x;
+      if (t <= MAX_SAFE && t >= -MAX_SAFE) this.small = t;
+      else {
+        this.big += BigInt(this.small) + BigInt(x);
+        this.small = 0;
+      }
+      return;
+    }
+    const d = asDecimal(x);
+    this.#rescale(d.scale);
+    this.big += d.units * POW10(this.scale - d.scale);
+  }
+
+  #rescale(scale: number): void {
+    if (scale <= this.scale) return;
+    this.big = (this.big + BigInt(this.small)) * POW10(scale - this.scale);
+    this.small = 0;
+    this.scale = scale;
+  }
+
+  /** The total as `units / 10^scale`. */
+  total(): { units: bigint; scale: number } {
+    return { units: this.big + BigInt(this.small), scale: this.scale };
+  }
+
+  merge(o: ExactSum): void {
+    this.n += o.n;
+    const t = o.total();
+    this.#rescale(t.scale);
+    this.big += t.units * POW10(this.scale - t.scale);
+  }
+
+  toJSON(): SumState {
+    const t = this.total();
+    return { n: this.n, units: t.units.toString(), scale: t.scale };
+  }
+
+  static from(s: SumState): ExactSum {
+    const sum = new ExactSum();
+    sum.n = s.n;
+    sum.big = BigInt(s.units);
+    sum.scale = s.scale;
+    return sum;
+  }
+}
+
+export interface SumState {
+  n: number;
+  units: string;
+  scale: number;
+}
+
+// ---------------------------------------------------------------------------------------------
+// HyperLogLog over 32-bit hashes. Exact (a set of hashes) while small, which keeps windows with
+// few distinct values exact; dense registers with Ertl's improved estimator beyond that
+// ("New cardinality estimation algorithms for HyperLogLog sketches", 2017: no bias tables).
+
+export interface HllState {
+  p: number;
+  /** Sparse: the distinct hashes, sorted. */
+  s?: number[];
+  /** Dense: registers, base64. */
+  r?: string;
+}
+
+export class HyperLogLog {
+  readonly p: number;
+  #set: Set<number> | null = new Set();
+  #regs: Uint8Array | null = null;
+
+  constructor(p = 14) {
+    this.p = p;
+  }
+
+  get #threshold(): number {
+    return Math.min(1 << (this.p - 3), 2048);
+  }
+
+  add(hash: number): void {
+    if (this.#set) {
+      this.#set.add(hash);
+      if (this.#set.size > this.#threshold) this.#densify();
+      return;
+    }
+    this.#insert(this.#regs!, hash);
+  }
+
+  #insert(regs: Uint8Array, hash: number): void {
+    const p = this.p;
+    const idx = hash >>> (32 - p);
+    const w = (hash << p) >>> 0;
+    const rank = w === 0 ? 32 - p + 1 : Math.clz32(w) + 1;
+    if (rank > regs[idx]!) regs[idx] = rank;
+  }
+
+  #densify(): void {
+    const regs = new Uint8Array(1 << this.p);
+    for (const h of this.#set!) this.#insert(regs, h);
+    this.#regs = regs;
+    this.#set = null;
+  }
+
+  estimate(): number {
+    if (this.#set) return this.#set.size;
+    const regs = this.#regs!;
+    const m = regs.length;
+    const q = 32 - this.p;
+    const c = new Array<number>(q + 2).fill(0);
+    for (let i = 0; i < m; i++) c[regs[i]!]!++;
+    let z = m * tau(1 - c[q + 1]! / m);
+    for (let k = q; k >= 1; k--) z = 0.5 * (z + c[k]!);
+    z += m * sigma(c[0]! / m);
+    return Math.round((m * m) / (2 * Math.LN2) / z);
+  }
+
+  merge(o: HyperLogLog): void {
+    if (o.p !== this.p) throw new Error(`cannot merge HyperLogLog precisions ${this.p} and ${o.p}`);
+    if (this.#set && o.#set) {
+      for (const h of o.#set) this.#set.add(h);
+      if (this.#set.size > this.#threshold) this.#densify();
+      return;
+    }
+    if (this.#set) this.#densify();
+    const regs = this.#regs!;
+    if (o.#set) for (const h of o.#set) this.#insert(regs, h);
+    else for (let i = 0; i < regs.length; i++) if (o.#regs![i]! > regs[i]!) regs[i] = o.#regs![i]!;
+  }
+
+  toJSON(): HllState {
+    if (this.#set) return { p: this.p, s: [...this.#set].sort((a, b) => a - b) };
+    return { p: this.p, r: Buffer.from(this.#regs!).toString('base64') };
+  }
+
+  static from(s: HllState): HyperLogLog {
+    const h = new HyperLogLog(s.p);
+    if (s.s) for (const x of s.s) h.#set!.add(x);
+    else {
+      h.#set = null;
+      h.#regs = new Uint8Array(Buffer.from(s.r!, 'base64'));
+    }
+    return h;
+  }
+}
+
+function sigma(x: number): number {
+  if (x === 1) return Infinity;
+  let y = 1;
+  let z = x;
+  for (;;) {
+    x *= x;
+    const prev = z;
+    z += x * y;
+    y += y;
+    if (z === prev) return z;
+  }
+}
+
+function tau(x: number): number {
+  if (x === 0 || x === 1) return 0;
+  let y = 1;
+  let z = 1 - x;
+  for (;;) {
+    x = Math.sqrt(x);
+    const prev = z;
+    y *= 0.5;
+    z -= (1 - x) ** 2 * y;
+    if (z === prev) return z / 3;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// DDSketch (Masson, Rim, Lee, VLDB 2019): log-spaced buckets give every quantile within a relative
+// error α of the true value at its rank; buckets add, so merges are exact.
+
+export interface SketchState {
+  a: number;
+  n: number;
+  zero: number;
+  ints: boolean;
+  min: number;
+  max: number;
+  pos: [number, number][];
+  neg: [number, number][];
+}
+
+const MIN_INDEXABLE = 1e-300;
+
+export class DDSketch {
+  readonly alpha: number;
+  readonly #gamma: number;
+  readonly #mult: number;
+  readonly #pos = new Map<number, number>();
+  readonly #neg = new Map<number, number>();
+  #zero = 0;
+  n = 0;
+  #ints = true;
+  #min = Infinity;
+  #max = -Infinity;
+
+  constructor(alpha = 0.005) {
+    this.alpha = alpha;
+    this.#gamma = (1 + alpha) / (1 - alpha);
+    this.#mult = 1 / Math.log(this.#gamma);
+  }
+
+  add(v: number): void {
+    if (Number.isNaN(v)) return;
+    this.n++;
+    if (this.#ints && !Number.isInteger(v)) this.#ints = false;
+    if (v < this.#min) this.#min = v;
+    if (v > this.#max) this.#max = v;
+    if (v > MIN_INDEXABLE) {
+      const k = Math.ceil(Math.log(v) * this.#mult);
+      this.#pos.set(k, (this.#pos.get(k) ?? 0) + 1);
+    } else if (v < -MIN_INDEXABLE) {
+      const k = Math.ceil(Math.log(-v) * this.#mult);
+      this.#neg.set(k, (this.#neg.get(k) ?? 0) + 1);
+    } else {
+      this.#zero++;
+    }
+  }
+
+  #value(k: number): number {
+    return (2 * this.#gamma ** k) / (this.#gamma + 1);
+  }
+
+  /** The value at rank `q × (n − 1)`, within relative error α; NaN when empty. */
+  quantile(q: number): number {
+    if (this.n === 0) return NaN;
+    const rank = q * (this.n - 1);
+    let seen = 0;
+    let v = NaN;
+    const negKeys = [...this.#neg.keys()].sort((a, b) => b - a);
+    for (const k of negKeys) {
+      seen += this.#neg.get(k)!;
+      if (seen > rank) {
+        v = -this.#value(k);
+        break;
+      }
+    }
+    if (Number.isNaN(v)) {
+      seen += this.#zero;
+      if (seen > rank) v = 0;
+    }
+    if (Number.isNaN(v)) {
+      const posKeys = [...this.#pos.keys()].sort((a, b) => a - b);
+      for (const k of posKeys) {
+        seen += this.#pos.get(k)!;
+        if (seen > rank) {
+          v = this.#value(k);
+          break;
+        }
+      }
+    }
+    if (Number.isNaN(v)) v = this.#max;
+    v = Math.min(Math.max(v, this.#min), this.#max);
+    return this.#ints ? Math.round(v) : v;
+  }
+
+  merge(o: DDSketch): void {
+    if (o.alpha !== this.alpha)
+      throw new Error(`cannot merge DDSketch accuracies ${this.alpha} and ${o.alpha}`);
+    this.n += o.n;
+    this.#zero += o.#zero;
+    this.#ints &&= o.#ints;
+    this.#min = Math.min(this.#min, o.#min);
+    this.#max = Math.max(this.#max, o.#max);
+    for (const [k, c] of o.#pos) this.#pos.set(k, (this.#pos.get(k) ?? 0) + c);
+    for (const [k, c] of o.#neg) this.#neg.set(k, (this.#neg.get(k) ?? 0) + c);
+  }
+
+  toJSON(): SketchState {
+    const sorted = (m: Map<number, number>): [number, number][] => [...m].sort((a, b) => a[0] - b[0]);
+    return {
+      a: this.alpha,
+      n: this.n,
+      zero: this.#zero,
+      ints: this.#ints,
+      min: this.#min,
+      max: this.#max,
+      pos: sorted(this.#pos),
+      neg: sorted(this.#neg),
+    };
+  }
+
+  static from(s: SketchState): DDSketch {
+    const d = new DDSketch(s.a);
+    d.n = s.n;
+    d.#zero = s.zero;
+    d.#ints = s.ints;
+    d.#min = s.min ?? Infinity;
+    d.#max = s.max ?? -Infinity;
+    for (const [k, c] of s.pos) d.#pos.set(k, c);
+    for (const [k, c] of s.neg) d.#neg.set(k, c);
+    return d;
+  }
+}
