@@ -28,6 +28,7 @@ export interface RunOptions {
   chunkBytes?: number;
   /** Chunks in flight per worker (default 4). */
   inFlightPerWorker?: number;
+
   signal?: AbortSignal;
   onProgress?(progress: Progress): void;
   /** Replaces a sink's writer (sluice test captures outputs this way). */
