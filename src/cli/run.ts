@@ -10,6 +10,7 @@ export interface RunFlags {
   out: string;
   workers?: number;
   chunkSize: number;
+  inFlight?: number;
   progress: boolean;
   json?: boolean;
 }
@@ -80,6 +81,7 @@ export async function runCommand(pipelineFile: string, flags: RunFlags): Promise
       outDir: resolve(flags.out),
       workers: flags.workers,
       chunkBytes: flags.chunkSize,
+      inFlightPerWorker: flags.inFlight,
       signal: controller.signal,
       onProgress: bar?.update,
     });
