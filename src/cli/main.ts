@@ -4,7 +4,7 @@
  */
 import { Command, CommanderError, InvalidArgumentError } from 'commander';
 import { readFileSync } from 'node:fs';
-import { SluiceError } from '../errors.ts';
+import { ERRORS, SluiceError } from '../errors.ts';
 import '../components.ts';
 import { runCommand } from './run.ts';
 import { checkCommand } from './check.ts';
@@ -120,6 +120,8 @@ export async function main(argv: string[]): Promise<number> {
         err.code === 'commander.help'
       )
         return EXIT.ok;
+      // Commander has printed what is wrong; add the catalogue code and what to do.
+      process.stderr.write(`  code: SLUICE_ERR_USAGE\n  help: ${ERRORS.SLUICE_ERR_USAGE.hint}\n`);
       return EXIT.usage;
     }
     report(err);
