@@ -74,7 +74,11 @@ export async function main(argv: string[]): Promise<number> {
       positiveInt,
     )
     .option('--chunk-size <bytes>', 'bytes of input per batch handed to a worker', byteSize, 512 * 1024)
-    .option('--in-flight <n>', 'batches queued per worker (more smooths stalls, fewer uses less memory)', positiveInt)
+    .option(
+      '--in-flight <n>',
+      'batches queued per worker (more smooths stalls, fewer uses less memory)',
+      positiveInt,
+    )
     .option('--no-progress', 'no progress bar, even on a terminal')
     .option('--json', 'print the final summary as JSON on stdout')
     .action(action(runCommand));
