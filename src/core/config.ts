@@ -163,6 +163,9 @@ function schemaValidator(): ReturnType<Ajv2020['compile']> {
 function bestError(errors: ErrorObject[]): ErrorObject {
   const unknown = errors.find((e) => e.keyword === 'additionalProperties');
   if (unknown) return unknown;
+  // An unknown component type: the discriminator error carries the "did you mean".
+  const discriminator = errors.find((e) => e.keyword === 'discriminator');
+  if (discriminator) return discriminator;
   return [...errors].sort((a, b) => b.instancePath.length - a.instancePath.length)[0]!;
 }
 
@@ -279,7 +282,7 @@ export function loadPipeline(file: string): ResolvedPipeline {
   const doc = parseDocument(text, { lineCounter: lines, prettyErrors: false, uniqueKeys: true });
   if (doc.errors.length > 0) {
     const e = doc.errors[0]!;
-    const pos = e.linePos?.[0];
+    const pos = e.linePos?.[0] ?? lines.linePos(e.pos[0]);
     throw new SluiceError('SLUICE_ERR_CONFIG_SYNTAX', e.message.split('\n')[0]!, {
       location: { file, ...(pos ? { line: pos.line, column: pos.col } : {}) },
     });

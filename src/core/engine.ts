@@ -204,14 +204,15 @@ class Run {
     const sampler = setInterval(() => (rss.peak = Math.max(rss.peak, process.memoryUsage.rss())), 50);
     try {
       if (signal?.aborted) onAbort();
-      await this.#race(this.#openSinks());
-      await this.#race(this.#startProcessors());
+      // The source first: a missing input must not leave empty outputs behind.
       const reader = await this.#race(
         registry.sources.get(this.#pipeline.source.type)!.open(this.#pipeline.source, this.#options.input, {
           chunkBytes: this.#options.chunkBytes ?? 512 * 1024,
         }),
       );
       try {
+        await this.#race(this.#openSinks());
+        await this.#race(this.#startProcessors());
         await this.#race(this.#readAll(reader));
       } finally {
         await reader.close();

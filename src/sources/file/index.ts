@@ -25,5 +25,5 @@ export const fileSource: SourceSpec<FileSourceConfig> = {
   },
   indexed: (config) => config.format === 'json',
   open: openFile,
-  decoder: (config) => decoderFor(config.format),
+  decoder: (config) => decoderFor(config.format, config.max_record_bytes),
 };

@@ -8,6 +8,7 @@ import { createGunzip } from 'node:zlib';
 import type { Readable } from 'node:stream';
 import { SluiceError } from '../../errors.ts';
 import type { Chunk, SourceReader } from '../../core/types.ts';
+import { DEFAULT_MAX_RECORD } from './decoder.ts';
 
 export interface FileSourceConfig {
   type: 'file';
@@ -15,7 +16,6 @@ export interface FileSourceConfig {
   max_record_bytes?: number;
 }
 
-const DEFAULT_MAX_RECORD = 16 * 1024 * 1024;
 const OVERSIZE_PREFIX = 1024;
 
 /** Concatenates buffers into one freshly allocated buffer (owned, transferable). */
