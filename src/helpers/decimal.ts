@@ -9,6 +9,7 @@
 export type ExactInt = number | bigint;
 
 const MAX_SAFE_DIGITS = 15; // every 15-digit integer is a safe integer
+const MAX_SAFE_BIG = BigInt(Number.MAX_SAFE_INTEGER);
 
 const POW10: number[] = [];
 for (let i = 0, p = 1; i <= 15; i++, p *= 10) POW10.push(p);
@@ -62,8 +63,8 @@ export function toMinorUnits(amount: string, exponent: number): ExactInt | undef
     fracDigits > 0
       ? amount.slice(intStart, intStart + intDigits) + amount.slice(intStart + intDigits + 1)
       : amount.slice(intStart);
-  const big = BigInt(digitsOnly) * 10n ** BigInt(pad);
-  return negative ? -big : big;
+  const big = (negative ? -BigInt(digitsOnly) : BigInt(digitsOnly)) * 10n ** BigInt(pad);
+  return big >= -MAX_SAFE_BIG && big <= MAX_SAFE_BIG ? Number(big) : big;
 }
 
 const TWO53 = 2 ** 53;
@@ -109,7 +110,7 @@ export function mulDivHalfEven(a: ExactInt, b: ExactInt, d: ExactInt): ExactInt 
     }
   }
   const q = roundHalfEvenBig(BigInt(a) * BigInt(b), BigInt(d));
-  return q >= -9007199254740991n && q <= 9007199254740991n ? Number(q) : q;
+  return q >= -MAX_SAFE_BIG && q <= MAX_SAFE_BIG ? Number(q) : q;
 }
 
 /**

@@ -125,44 +125,50 @@ function wrapErrors(reader: SourceReader, where: string, gzip: boolean): SourceR
   };
 }
 
-/** NDJSON: chunks end at a newline; a final line without one is still a record. */
+/**
+ * NDJSON: chunks of about `chunkBytes` that end at a newline (longer only when one line is);
+ * a final line without a newline is still a record. Lines above `maxRecord` that span reads are
+ * cut to a prefix here; shorter ones are checked by the decoder.
+ */
 async function* lineChunks(stream: Readable, chunkBytes: number, maxRecord: number): AsyncGenerator<Chunk> {
   let parts: Buffer[] = [];
   let size = 0;
-  // While skipping an oversized line: its length so far.
-  let skipping = -1;
+  // While skipping the rest of an oversized line.
+  let skipping = false;
   for await (const data of stream as AsyncIterable<Buffer>) {
     let buf = data;
-    if (skipping >= 0) {
+    if (skipping) {
       const nl = buf.indexOf(10);
-      if (nl < 0) {
-        skipping += buf.length;
-        continue;
-      }
+      if (nl < 0) continue;
       buf = buf.subarray(nl + 1);
-      skipping = -1;
+      skipping = false;
     }
     parts.push(buf);
     size += buf.length;
     if (size < chunkBytes) continue;
     const all = concatOwned(parts, size);
-    const nl = all.lastIndexOf(10);
-    if (nl < 0) {
-      if (size > maxRecord) {
-        yield { bytes: concatOwned([all.subarray(0, OVERSIZE_PREFIX)], OVERSIZE_PREFIX), oversize: size };
-        // The rest of this line is skipped; its final length is not needed beyond "too large".
-        skipping = 0;
-        parts = [];
-        size = 0;
-      } else {
-        parts = [all];
-      }
-      continue;
+    parts = [];
+    size = 0;
+    let from = 0;
+    // Emit as many chunks as this buffer holds, each cut at the last newline within chunkBytes.
+    while (all.length - from >= chunkBytes) {
+      let nl = all.lastIndexOf(10, from + chunkBytes - 1);
+      if (nl < from) nl = all.indexOf(10, from + chunkBytes);
+      if (nl < 0) break;
+      yield { bytes: concatOwned([all.subarray(from, nl + 1)], nl + 1 - from) };
+      from = nl + 1;
     }
-    const rest = all.subarray(nl + 1);
-    parts = rest.length > 0 ? [Buffer.from(rest)] : [];
-    size = rest.length;
-    yield { bytes: all.subarray(0, nl + 1) };
+    const rest = all.subarray(from);
+    if (rest.length > maxRecord && rest.indexOf(10) < 0) {
+      yield {
+        bytes: concatOwned([rest.subarray(0, OVERSIZE_PREFIX)], OVERSIZE_PREFIX),
+        oversize: rest.length,
+      };
+      skipping = true;
+    } else if (rest.length > 0) {
+      parts = [rest];
+      size = rest.length;
+    }
   }
   if (size > 0) {
     const all = concatOwned(parts, size);

@@ -258,7 +258,6 @@ export interface SketchState {
   a: number;
   n: number;
   zero: number;
-  ints: boolean;
   min: number;
   max: number;
   pos: [number, number][];
@@ -275,7 +274,6 @@ export class DDSketch {
   readonly #neg = new Map<number, number>();
   #zero = 0;
   n = 0;
-  #ints = true;
   #min = Infinity;
   #max = -Infinity;
 
@@ -288,7 +286,6 @@ export class DDSketch {
   add(v: number): void {
     if (Number.isNaN(v)) return;
     this.n++;
-    if (this.#ints && !Number.isInteger(v)) this.#ints = false;
     if (v < this.#min) this.#min = v;
     if (v > this.#max) this.#max = v;
     if (v > MIN_INDEXABLE) {
@@ -335,8 +332,9 @@ export class DDSketch {
       }
     }
     if (Number.isNaN(v)) v = this.#max;
-    v = Math.min(Math.max(v, this.#min), this.#max);
-    return this.#ints ? Math.round(v) : v;
+    // Not rounded to an integer even for integer data: rounding adds up to 0.5, which breaks the
+    // relative-accuracy promise for values below 1/α (test/window-merge.property.test.ts).
+    return Math.min(Math.max(v, this.#min), this.#max);
   }
 
   merge(o: DDSketch): void {
@@ -344,7 +342,6 @@ export class DDSketch {
       throw new Error(`cannot merge DDSketch accuracies ${this.alpha} and ${o.alpha}`);
     this.n += o.n;
     this.#zero += o.#zero;
-    this.#ints &&= o.#ints;
     this.#min = Math.min(this.#min, o.#min);
     this.#max = Math.max(this.#max, o.#max);
     for (const [k, c] of o.#pos) this.#pos.set(k, (this.#pos.get(k) ?? 0) + c);
@@ -357,7 +354,6 @@ export class DDSketch {
       a: this.alpha,
       n: this.n,
       zero: this.#zero,
-      ints: this.#ints,
       min: this.#min,
       max: this.#max,
       pos: sorted(this.#pos),
@@ -369,7 +365,6 @@ export class DDSketch {
     const d = new DDSketch(s.a);
     d.n = s.n;
     d.#zero = s.zero;
-    d.#ints = s.ints;
     d.#min = s.min ?? Infinity;
     d.#max = s.max ?? -Infinity;
     for (const [k, c] of s.pos) d.#pos.set(k, c);
