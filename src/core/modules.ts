@@ -9,7 +9,7 @@ import { mkdirSync, writeFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { build, type Message } from 'esbuild';
+import type { Message } from 'esbuild';
 import { SluiceError } from '../errors.ts';
 import type { ModuleRef } from './types.ts';
 
@@ -25,6 +25,9 @@ function describe(m: Message): string {
 
 export async function compileModules(refs: readonly ModuleRef[]): Promise<ModuleBundles> {
   const out: ModuleBundles = {};
+  if (refs.length === 0) return out;
+  // Loaded on demand: only the main thread compiles, and only pipelines with modules need it.
+  const { build } = await import('esbuild');
   const dir = join(tmpdir(), `sluice-modules-${process.getuid?.() ?? 'user'}`);
   mkdirSync(dir, { recursive: true });
   for (const path of new Set(refs.map((r) => r.path))) {

@@ -6,7 +6,7 @@
  */
 import { mkdirSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
-import Database from 'better-sqlite3';
+import type Database from 'better-sqlite3';
 import { SluiceError } from '../../errors.ts';
 import { stringify } from '../../core/encode.ts';
 import type { Rec, SinkSpec, SinkWriter } from '../../core/types.ts';
@@ -42,11 +42,11 @@ class SqliteWriter implements SinkWriter {
   readonly #insert: Database.Statement;
   readonly #path: string;
 
-  constructor(path: string, config: SqliteSinkConfig) {
+  constructor(Driver: typeof Database, path: string, config: SqliteSinkConfig) {
     this.#path = path;
     mkdirSync(dirname(path), { recursive: true });
     try {
-      this.#db = new Database(path);
+      this.#db = new Driver(path);
       this.#db.pragma('journal_mode = WAL');
       this.#db.pragma('synchronous = NORMAL');
       const cols = columnsOf(config);
@@ -117,6 +117,8 @@ export const sqliteSink: SinkSpec<SqliteSinkConfig> = {
       return out;
     };
   },
-  open: async (config, env) => new SqliteWriter(resolve(env.outDir, config.path), config),
+  // The native driver loads only where a writer opens (the main thread), never in workers.
+  open: async (config, env) =>
+    new SqliteWriter((await import('better-sqlite3')).default, resolve(env.outDir, config.path), config),
   describe: (config, env) => `${resolve(env.outDir, config.path)} (table ${config.table})`,
 };
