@@ -1,0 +1,427 @@
+/**
+ * Batch benchmark on the payments reference workload (shared/workload/README.md): the plain
+ * single-threaded TypeScript baseline (bench/plain-payments.ts), `sluice run --workers 1` and
+ * `sluice run` on all cores, each as its own child process, measured in the same run and in turn,
+ * so that the machine's drift hits all three alike. Prints a markdown table on stdout (progress goes
+ * to stderr). Timing never fails anything: the exit code is non-zero only when a process crashes.
+ *
+ * On a shared machine other work can take a core in the middle of a run, which slows a contender
+ * that uses both cores more than one that uses one. A run during which other processes took more
+ * than --max-others percent of the machine's CPU is measured again (at most twice more); the table
+ * shows that share for every run it kept.
+ *
+ * Usage: npm run bench:batch -- [--runs N] [--events N] [--skip-plain] [--max-others PCT]
+ */
+import { spawn, spawnSync } from 'node:child_process';
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
+import { availableParallelism, cpus, loadavg, tmpdir, totalmem } from 'node:os';
+import { join, resolve } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { transformSync } from 'esbuild';
+
+const ROOT = resolve(fileURLToPath(new URL('..', import.meta.url)));
+const SHARED = resolve(process.env.SLUICE_SHARED ?? join(ROOT, '..', 'shared'));
+const WORKLOAD = join(SHARED, 'workload');
+const DATA = join(ROOT, 'bench', '.data');
+const PIPELINE = join(ROOT, 'examples', 'payments', 'pipeline.yaml');
+const SLUICE_BIN = join(ROOT, 'bin', 'sluice.js');
+const TIME_BIN = '/usr/bin/time';
+const SMALL_BATCH = 50_000;
+
+const { values: flags } = parseArgs({
+  options: {
+    runs: { type: 'string', default: '3' },
+    events: { type: 'string', default: '1000000' },
+    'skip-plain': { type: 'boolean', default: false },
+    'max-others': { type: 'string', default: '10' },
+  },
+});
+const RUNS = Number(flags.runs);
+const EVENTS = Number(flags.events);
+const MAX_OTHERS = Number(flags['max-others']) / 100;
+const ATTEMPTS = 3;
+if (
+  !Number.isInteger(RUNS) ||
+  RUNS < 1 ||
+  !Number.isInteger(EVENTS) ||
+  EVENTS < 1 ||
+  !(MAX_OTHERS >= 0 && MAX_OTHERS <= 1)
+) {
+  console.error(
+    'usage: bench/batch.ts [--runs N ≥ 1] [--events N ≥ 1] [--skip-plain] [--max-others PCT (0-100, default 10)]',
+  );
+  process.exit(2);
+}
+const EXPECTED: Record<number, string> = { 1_000_000: 'seed1-1m', 100_000: 'seed1-100k' };
+
+const log = (msg: string): void => void process.stderr.write(`${msg}\n`);
+
+/** The workload's seed-1 events, generated once into bench/.data and reused by later runs. */
+function workloadInput(count: number): string {
+  mkdirSync(DATA, { recursive: true });
+  const file = join(DATA, `seed1-${count}.ndjson`);
+  if (!existsSync(file)) {
+    log(`generating ${count.toLocaleString('en-US')} events into ${file} ...`);
+    const tmp = `${file}.${process.pid}.tmp`;
+    const r = spawnSync(
+      process.execPath,
+      [join(WORKLOAD, 'generate.mjs'), '--seed', '1', '--count', String(count), '--out', tmp],
+      { stdio: ['ignore', 'ignore', 'inherit'] },
+    );
+    if (r.status !== 0) throw new Error(`generate.mjs exited with ${r.status ?? r.signal}`);
+    // Renamed only when complete, so an interrupted run never leaves a short file to be reused.
+    renameSync(tmp, file);
+  }
+  return file;
+}
+
+/**
+ * The baseline transpiled to plain JavaScript once, as sluice runs from dist/: running it through
+ * tsx would charge it ~0.2 s of start-up and ~40 MiB of RSS that are the loader, not the code.
+ * It goes to a temporary directory (outside what `eslint .` lints) that links the repo's
+ * node_modules, so its imports resolve as they do from bench/.
+ */
+function compiledPlain(): { script: string; dir: string } {
+  const source = join(ROOT, 'bench', 'plain-payments.ts');
+  const dir = mkdtempSync(join(tmpdir(), 'sluice-bench-plain-'));
+  symlinkSync(join(ROOT, 'node_modules'), join(dir, 'node_modules'), 'dir');
+  const script = join(dir, 'plain-payments.mjs');
+  const { code } = transformSync(readFileSync(source, 'utf8'), {
+    loader: 'ts',
+    format: 'esm',
+    target: 'node20',
+    sourcefile: source,
+  });
+  writeFileSync(script, code);
+  return { script, dir };
+}
+
+interface Contender {
+  name: string;
+  args(input: string, outDir: string): string[];
+}
+
+interface Sample {
+  wallS: number;
+  peakRssMiB: number;
+  /** User + system CPU seconds (GNU time only): the work done, less inflated by other load than wall. */
+  cpuS?: number;
+  /** Share of the machine's CPU that other processes (or the hypervisor) took during the run. */
+  othersShare?: number;
+  compare?: boolean;
+  crashed?: string;
+}
+
+/**
+ * CPU seconds the whole machine has spent busy (steal included) since boot, from /proc/stat, or
+ * undefined off Linux. On a shared machine this is how a run that other work slowed down shows.
+ */
+function busyCpuS(): number | undefined {
+  let line: string;
+  try {
+    line = readFileSync('/proc/stat', 'utf8').split('\n', 1)[0]!;
+  } catch {
+    return undefined;
+  }
+  // cpu user nice system idle iowait irq softirq steal ...; guest time is already in user.
+  const [user, nice, system, , , irq, softirq, steal] = line.trim().split(/\s+/).slice(1).map(Number);
+  // USER_HZ is 100 on every Linux that Node supports.
+  return (user! + nice! + system! + irq! + softirq! + (steal ?? 0)) / 100;
+}
+
+/** Runs `node ...args` to completion; wall time from spawn to exit, peak RSS of the child. */
+async function measure(args: string[]): Promise<Sample> {
+  const useTime = existsSync(TIME_BIN);
+  const rssFile = join(mkdtempSync(join(tmpdir(), 'sluice-bench-rss-')), 'rss');
+  const command = useTime ? TIME_BIN : process.execPath;
+  const argv = useTime ? ['-f', '%M %U %S', '-o', rssFile, process.execPath, ...args] : args;
+  const busyBefore = busyCpuS();
+  const selfBefore = process.cpuUsage();
+  const start = performance.now();
+  const child = spawn(command, argv, { cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  child.stderr.setEncoding('utf8').on('data', (d: string) => (stderr = (stderr + d).slice(-4000)));
+  // Without GNU time, VmHWM (the kernel's own high-water mark) is sampled until the process goes.
+  let hwmKiB = 0;
+  let cpuS: number | undefined;
+  const poll = useTime
+    ? undefined
+    : setInterval(() => {
+        try {
+          const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${child.pid}/status`, 'utf8'));
+          if (m) hwmKiB = Math.max(hwmKiB, Number(m[1]));
+        } catch {
+          // The process has just exited; the last sample stands.
+        }
+      }, 20);
+  const { code, signal } = await new Promise<{ code: number | null; signal: NodeJS.Signals | null }>(
+    (done, fail) => {
+      child.on('error', fail);
+      child.on('close', (c, s) => done({ code: c, signal: s }));
+    },
+  );
+  const wallS = (performance.now() - start) / 1000;
+  if (poll) clearInterval(poll);
+  if (useTime) {
+    // GNU time writes "Command exited with non-zero status N" before its own line on failure.
+    const lines = readFileSync(rssFile, 'utf8').trim().split('\n');
+    const [maxRss, user, sys] = lines[lines.length - 1]!.split(' ').map(Number);
+    hwmKiB = maxRss!;
+    cpuS = user! + sys!;
+  }
+  rmSync(resolve(rssFile, '..'), { recursive: true, force: true });
+  const busyAfter = busyCpuS();
+  const self = process.cpuUsage(selfBefore);
+  const sample: Sample = { wallS, peakRssMiB: hwmKiB / 1024, cpuS };
+  if (busyBefore !== undefined && busyAfter !== undefined && cpuS !== undefined) {
+    const othersS = busyAfter - busyBefore - cpuS - (self.user + self.system) / 1e6;
+    sample.othersShare = Math.max(0, othersS / (wallS * availableParallelism()));
+  }
+  if (code !== 0)
+    sample.crashed = `exit ${code ?? signal}: ${stderr.trim().split('\n').slice(-5).join(' | ')}`;
+  return sample;
+}
+
+function compare(expectedName: string, outDir: string): { ok: boolean; report: string } {
+  const r = spawnSync(
+    process.execPath,
+    [join(WORKLOAD, 'compare.mjs'), join(WORKLOAD, 'expected', expectedName), outDir],
+    { encoding: 'utf8' },
+  );
+  return { ok: r.status === 0, report: r.stdout + r.stderr };
+}
+
+const median = (xs: number[]): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  const mid = s.length >> 1;
+  return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
+};
+
+/** Runs every contender `RUNS` times, round-robin, and compares outputs when expected ones exist. */
+async function series(
+  label: string,
+  contenders: Contender[],
+  input: string,
+  expected: string | undefined,
+): Promise<Map<string, Sample[]>> {
+  const samples = new Map<string, Sample[]>(contenders.map((c) => [c.name, []]));
+  for (let run = 1; run <= RUNS; run++) {
+    for (const c of contenders) {
+      const outDir = mkdtempSync(join(tmpdir(), 'sluice-bench-out-'));
+      let s = await measure(c.args(input, outDir));
+      for (
+        let attempt = 2;
+        attempt <= ATTEMPTS && !s.crashed && (s.othersShare ?? 0) > MAX_OTHERS;
+        attempt++
+      ) {
+        const share = Math.round(s.othersShare! * 100);
+        log(`[${label} ${run}/${RUNS}] ${c.name}: other work took ${share}% of the CPU, measuring again`);
+        rmSync(outDir, { recursive: true, force: true });
+        mkdirSync(outDir);
+        s = await measure(c.args(input, outDir));
+      }
+      if (!s.crashed && expected) {
+        const r = compare(expected, outDir);
+        s.compare = r.ok;
+        if (!r.ok) log(`${c.name}: output differs from expected/${expected}:\n${r.report}`);
+      }
+      rmSync(outDir, { recursive: true, force: true });
+      samples.get(c.name)!.push(s);
+      const result = s.crashed
+        ? `CRASHED ${s.crashed}`
+        : `${s.wallS.toFixed(2)} s, ${s.cpuS?.toFixed(1) ?? '?'} CPU s, ${s.peakRssMiB.toFixed(0)} MiB, others' CPU share ${s.othersShare === undefined ? '?' : Math.round(s.othersShare * 100)}%`;
+      const verdict = s.compare === undefined ? '' : s.compare ? ', PASS' : ', FAIL';
+      log(`[${label} ${run}/${RUNS}] ${c.name}: ${result}${verdict}`);
+    }
+  }
+  return samples;
+}
+
+interface Summary {
+  wallS: number;
+  eventsPerS: number;
+  mbPerS: number;
+  peakRssMiB: number;
+  cpuS: number;
+  /** Each run's wall seconds, with the share of the CPU other work took meanwhile. */
+  runs: string[];
+  verdict: string;
+  crashed: boolean;
+}
+
+function describeRun(s: Sample): string {
+  if (s.crashed) return 'crashed';
+  return s.othersShare === undefined
+    ? s.wallS.toFixed(2)
+    : `${s.wallS.toFixed(2)} (${Math.round(s.othersShare * 100)}%)`;
+}
+
+function summarize(samples: Sample[], events: number, bytes: number): Summary {
+  const ok = samples.filter((s) => !s.crashed);
+  const crashed = ok.length < samples.length;
+  const wallS = ok.length ? median(ok.map((s) => s.wallS)) : NaN;
+  const compared = ok.filter((s) => s.compare !== undefined);
+  const passed = compared.filter((s) => s.compare).length;
+  let verdict = compared.length === 0 ? 'not compared' : passed === compared.length ? 'PASS' : 'FAIL';
+  if (compared.length && passed > 0 && passed < compared.length) verdict += ` (${passed}/${compared.length})`;
+  if (crashed) verdict = `CRASH (${samples.length - ok.length}/${samples.length})`;
+  return {
+    wallS,
+    eventsPerS: events / wallS,
+    mbPerS: bytes / 1e6 / wallS,
+    peakRssMiB: ok.length ? median(ok.map((s) => s.peakRssMiB)) : NaN,
+    cpuS: ok.length && ok.every((s) => s.cpuS !== undefined) ? median(ok.map((s) => s.cpuS!)) : NaN,
+    runs: samples.map(describeRun),
+    verdict,
+    crashed,
+  };
+}
+
+const int = (x: number): string => (Number.isFinite(x) ? Math.round(x).toLocaleString('en-US') : 'n/a');
+const fixed = (x: number, digits: number): string => (Number.isFinite(x) ? x.toFixed(digits) : 'n/a');
+const times = (x: number): string => (Number.isFinite(x) ? `${x.toFixed(2)}×` : 'n/a');
+const row = (cells: string[]): string => `| ${cells.join(' | ')} |`;
+
+// ---- inputs and contenders
+const cores = availableParallelism();
+const input = workloadInput(EVENTS);
+const smallInput = workloadInput(SMALL_BATCH);
+const compiled = flags['skip-plain'] ? undefined : compiledPlain();
+const PLAIN = 'plain TypeScript, 1 thread';
+const W1 = 'sluice --workers 1';
+const ALL = `sluice, all cores (${cores} workers)`;
+const sluiceArgs = (inp: string, out: string): string[] => [
+  SLUICE_BIN,
+  'run',
+  PIPELINE,
+  '--input',
+  inp,
+  '--out',
+  out,
+];
+const plain: Contender = {
+  name: PLAIN,
+  args: (inp, out) => [compiled!.script, '--input', inp, '--out', out, '--tables', join(WORKLOAD, 'tables')],
+};
+const oneWorker: Contender = { name: W1, args: (inp, out) => [...sluiceArgs(inp, out), '--workers', '1'] };
+const allCores: Contender = { name: ALL, args: sluiceArgs };
+
+// Other work on the machine shows here: the bench itself keeps the load near 1 (plain) to 3.
+const loadBefore = loadavg()[0]!;
+const started = performance.now();
+const bigBytes = statSync(input).size;
+const big = await series(
+  `${EVENTS.toLocaleString('en-US')} events`,
+  flags['skip-plain'] ? [oneWorker, allCores] : [plain, oneWorker, allCores],
+  input,
+  EXPECTED[EVENTS],
+);
+const small = await series(
+  `${SMALL_BATCH.toLocaleString('en-US')} events`,
+  flags['skip-plain'] ? [allCores] : [plain, allCores],
+  smallInput,
+  undefined,
+);
+const elapsedS = (performance.now() - started) / 1000;
+if (compiled) rmSync(compiled.dir, { recursive: true, force: true });
+const loadAfter = loadavg()[0]!;
+
+// ---- report
+const bigSummary = new Map([...big].map(([name, s]) => [name, summarize(s, EVENTS, bigBytes)]));
+const smallBytes = statSync(smallInput).size;
+const smallSummary = new Map([...small].map(([name, s]) => [name, summarize(s, SMALL_BATCH, smallBytes)]));
+const base = bigSummary.get(PLAIN);
+const smallBase = smallSummary.get(PLAIN);
+
+const out: string[] = [];
+out.push(
+  `Payments workload, seed 1, ${EVENTS.toLocaleString('en-US')} events (${fixed(bigBytes / 1e6, 1)} MB), median of ${RUNS} run${RUNS === 1 ? '' : 's'}.`,
+  `Node ${process.version}, ${cores} cores (${cpus()[0]?.model ?? 'unknown CPU'}), ${fixed(totalmem() / 2 ** 30, 0)} GiB; peak RSS from ${existsSync(TIME_BIN) ? 'GNU time %M' : '/proc VmHWM sampling'}; 1-min load average ${loadBefore.toFixed(2)} before, ${loadAfter.toFixed(2)} after.`,
+  `A run during which other work took more than ${Math.round(MAX_OTHERS * 100)}% of the CPU was measured again (at most ${ATTEMPTS} attempts); "others' CPU share" is that share for the run kept.`,
+  '',
+  row([
+    'implementation',
+    'wall s (median)',
+    "wall s, each run (others' CPU share)",
+    'CPU s (user+sys)',
+    'events/s',
+    'MB/s',
+    'peak RSS MiB',
+    'events/s vs plain',
+    'peak RSS vs plain',
+    'output vs expected',
+  ]),
+  '|---|--:|--:|--:|--:|--:|--:|--:|--:|---|',
+);
+for (const [name, s] of bigSummary) {
+  out.push(
+    row([
+      name,
+      fixed(s.wallS, 2),
+      s.runs.join(', '),
+      fixed(s.cpuS, 1),
+      int(s.eventsPerS),
+      fixed(s.mbPerS, 1),
+      int(s.peakRssMiB),
+      base ? times(s.eventsPerS / base.eventsPerS) : 'n/a',
+      base ? times(s.peakRssMiB / base.peakRssMiB) : 'n/a',
+      s.verdict,
+    ]),
+  );
+}
+out.push(
+  '',
+  `${SMALL_BATCH.toLocaleString('en-US')}-event batch (seed 1, ${fixed(smallBytes / 1e6, 1)} MB), median of ${RUNS}:`,
+  '',
+  '| implementation | wall s | peak RSS MiB | peak RSS vs plain |',
+  '|---|--:|--:|--:|',
+);
+for (const [name, s] of smallSummary) {
+  const vsPlain = smallBase ? times(s.peakRssMiB / smallBase.peakRssMiB) : 'n/a';
+  out.push(row([name, fixed(s.wallS, 2), int(s.peakRssMiB), vsPlain]));
+}
+
+// Targets from the issue; a verdict here is information, never an exit code.
+const all = bigSummary.get(ALL)!;
+const w1 = bigSummary.get(W1)!;
+const smallAll = smallSummary.get(ALL)!;
+const speedTarget = (s: Summary, want: number): string => {
+  if (!base) return 'n/a (plain skipped)';
+  const ratio = s.eventsPerS / base.eventsPerS;
+  const need = want * base.eventsPerS;
+  return ratio >= want
+    ? `${times(ratio)}: holds`
+    : `${times(ratio)} (${int(s.eventsPerS)} vs ${int(need)} events/s needed): misses, ${times(need / s.eventsPerS)} short`;
+};
+const rssTarget = (s: Summary, limit: number): string =>
+  s.peakRssMiB <= limit
+    ? `${int(s.peakRssMiB)} MiB: holds`
+    : `${int(s.peakRssMiB)} MiB: misses by ${int(s.peakRssMiB - limit)} MiB (${times(s.peakRssMiB / limit)} the limit)`;
+out.push(
+  '',
+  '| target | measured |',
+  '|---|---|',
+  `| all cores ≥ 4× plain events/s | ${speedTarget(all, 4)} |`,
+  `| one worker ≥ 1.5× plain events/s | ${speedTarget(w1, 1.5)} |`,
+  `| all cores: peak RSS ≤ 256 MiB over ${EVENTS.toLocaleString('en-US')} events | ${rssTarget(all, 256)} |`,
+  `| one worker: peak RSS ≤ 256 MiB over ${EVENTS.toLocaleString('en-US')} events | ${rssTarget(w1, 256)} |`,
+  `| all cores: peak RSS ≤ 128 MiB for a ${SMALL_BATCH.toLocaleString('en-US')}-event batch | ${rssTarget(smallAll, 128)} |`,
+  '',
+  `Benchmark took ${fixed(elapsedS / 60, 1)} min.`,
+);
+process.stdout.write(out.join('\n') + '\n');
+
+const crashed = [...bigSummary.values(), ...smallSummary.values()].some((s) => s.crashed);
+process.exitCode = crashed ? 1 : 0;
