@@ -11,7 +11,7 @@ import { MAIN_OUTPUT, type ResolvedPipeline, type ResolvedSink } from './config.
 import { compileModules, type ModuleBundles } from './modules.ts';
 import { hasSequencer, planOf, type Plan } from './plan.ts';
 import { Processor, encodeFor } from './processor.ts';
-import type { EncodedOutput, FromProcessor, SerializedError, ToProcessor } from './protocol.ts';
+import { deserializeError, type EncodedOutput, type FromProcessor, type ToProcessor } from './protocol.ts';
 import { registry } from './registry.ts';
 import { loadTable, type SharedTableData } from './tables.ts';
 import type { Chunk, Encoder, Rec, Sequencer, SinkWriter, SourceReader } from './types.ts';
@@ -71,22 +71,12 @@ interface Channel {
   inFlight: number;
 }
 
-function processorError(e: SerializedError): SluiceError {
-  if (e.code && e.code.startsWith('SLUICE_ERR_')) {
-    return new SluiceError(e.code as never, e.message, { hint: e.hint, location: e.location as never });
-  }
-  return new SluiceError(
-    'SLUICE_ERR_WORKER_FAILED',
-    `${e.name}: ${e.message}${e.stack ? `\n${e.stack}` : ''}`,
-  );
-}
-
 function threadChannel(onMessage: (m: FromProcessor) => void, onError: (e: SluiceError) => void): Channel {
   const worker = new Worker(new URL('./worker.js', import.meta.url));
   let terminating = false;
   worker.on('message', onMessage);
   worker.on('error', (err) =>
-    onError(processorError({ name: err.name, message: err.message, stack: err.stack })),
+    onError(deserializeError({ name: err.name, message: err.message, stack: err.stack })),
   );
   worker.on('exit', (code) => {
     if (!terminating)
@@ -294,7 +284,7 @@ class Run {
           if (++this.#readyCount === this.#channels.length) this.#ready.resolve();
           return;
         case 'failed':
-          this.#fail(processorError(m.error));
+          this.#fail(deserializeError(m.error));
           return;
         case 'payload':
           this.#waiting[m.group]!.set(m.seq, m);

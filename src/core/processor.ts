@@ -10,6 +10,7 @@ import type { EncodedOutput, FromProcessor, ToProcessor } from './protocol.ts';
 import { serializeError } from './protocol.ts';
 import { registry } from './registry.ts';
 import { attachTables } from './tables.ts';
+import { SluiceError } from '../errors.ts';
 import type {
   Batch,
   DeadLetterExtra,
@@ -106,11 +107,20 @@ export class Processor {
     this.#pipeline = pipeline;
     const modules: LoadedModules = await importModules(bundles);
     const tableSet = attachTables(tables);
-    this.#steps = pipeline.steps.map((s) =>
-      registry.transforms
-        .get(s.type)!
-        .create(s.config, { stepId: s.id, tables: tableSet, fn: (ref) => exportedFunction(modules, ref) }),
-    );
+    this.#steps = pipeline.steps.map((s, i) => {
+      try {
+        return registry.transforms
+          .get(s.type)!
+          .create(s.config, { stepId: s.id, tables: tableSet, fn: (ref) => exportedFunction(modules, ref) });
+      } catch (err) {
+        if (err instanceof SluiceError) throw err;
+        // A component refusing its options is a config error, whatever it threw.
+        throw new SluiceError('SLUICE_ERR_CONFIG_INVALID', `step "${s.id}": ${(err as Error).message}`, {
+          location: { file: pipeline.file, path: `steps[${i}]` },
+          cause: err,
+        });
+      }
+    });
     this.#plan = planOf(pipeline, (i) => this.#steps[i]!.kind === 'ordered');
     const source = registry.sources.get(pipeline.source.type)!;
     this.#decoder = source.decoder(pipeline.source);

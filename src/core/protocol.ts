@@ -3,6 +3,7 @@ import type { ResolvedPipeline } from './config.ts';
 import type { ModuleBundles } from './modules.ts';
 import type { SharedTableData } from './tables.ts';
 import type { Chunk } from './types.ts';
+import { SluiceError, type ErrorCode } from '../errors.ts';
 
 export type ToProcessor =
   | { t: 'init'; pipeline: ResolvedPipeline; bundles: ModuleBundles; tables: SharedTableData[] }
@@ -58,4 +59,15 @@ export function serializeError(err: unknown): SerializedError {
     location: e?.location,
     stack: e?.stack,
   };
+}
+
+/** A processor's error as a SluiceError: its own code if it had one, else a worker failure. */
+export function deserializeError(e: SerializedError): SluiceError {
+  if (e.code?.startsWith('SLUICE_ERR_')) {
+    return new SluiceError(e.code as ErrorCode, e.message, { hint: e.hint, location: e.location as never });
+  }
+  return new SluiceError(
+    'SLUICE_ERR_WORKER_FAILED',
+    `${e.name}: ${e.message}${e.stack ? `\n${e.stack}` : ''}`,
+  );
 }

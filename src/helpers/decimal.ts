@@ -153,3 +153,66 @@ export function formatExactDecimal(units: bigint, scale: number): string {
   if (frac !== '') frac = '.' + frac;
   return (negative && (int !== '0' || frac !== '') ? '-' : '') + int + frac;
 }
+
+/** An exact numeric value: a safe integer, a bigint, or a decimal `units / 10^scale`. */
+export type Exact = number | bigint | { units: bigint; scale: number };
+
+/** Converts a record value to an exact number; undefined for anything not numeric. */
+export function toExact(v: unknown): Exact | undefined {
+  if (typeof v === 'number') {
+    if (Number.isSafeInteger(v)) return v === 0 ? 0 : v;
+    return Number.isFinite(v) ? (Number.isInteger(v) ? BigInt(v) : parseExactDecimal(v)) : undefined;
+  }
+  if (typeof v === 'string') {
+    const len = v.length;
+    if (len > 0 && len <= 15) {
+      // Fast path: a plain integer of up to 15 digits is always a safe integer.
+      let i = v.charCodeAt(0) === 45 ? 1 : 0;
+      if (i < len) {
+        let n = 0;
+        for (; i < len; i++) {
+          const d = v.charCodeAt(i) - 48;
+          if (d < 0 || d > 9) break;
+          n = n * 10 + d;
+        }
+        if (i === len) return v.charCodeAt(0) === 45 ? (n === 0 ? 0 : -n) : n;
+      }
+    }
+    const d = parseExactDecimal(v);
+    if (d === undefined) return undefined;
+    if (d.scale === 0) return d.units >= -MAX_SAFE_BIG && d.units <= MAX_SAFE_BIG ? Number(d.units) : d.units;
+    return d;
+  }
+  if (typeof v === 'bigint') return v;
+  return undefined;
+}
+
+export function asDecimal(x: Exact): { units: bigint; scale: number } {
+  if (typeof x === 'number') return { units: BigInt(x), scale: 0 };
+  if (typeof x === 'bigint') return { units: x, scale: 0 };
+  return x;
+}
+
+/** 10^n as a bigint. */
+export const pow10n = (n: number): bigint => 10n ** BigInt(n);
+
+export function compareExact(a: Exact, b: Exact): number {
+  if (typeof a !== 'object' && typeof b !== 'object') return a < b ? -1 : a > b ? 1 : 0;
+  const x = asDecimal(a);
+  const y = asDecimal(b);
+  const scale = Math.max(x.scale, y.scale);
+  const xu = x.units * pow10n(scale - x.scale);
+  const yu = y.units * pow10n(scale - y.scale);
+  return xu < yu ? -1 : xu > yu ? 1 : 0;
+}
+
+export function formatExact(x: Exact): string {
+  if (typeof x === 'object') return formatExactDecimal(x.units, x.scale);
+  return x.toString();
+}
+
+export function toFloat(x: Exact): number {
+  if (typeof x === 'number') return x;
+  if (typeof x === 'bigint') return Number(x);
+  return Number(formatExactDecimal(x.units, x.scale));
+}

@@ -6,7 +6,7 @@
 import { hashString } from '../../core/hash.ts';
 import type { Batch, OrderedStep, Rec, Sequencer, TransformSpec } from '../../core/types.ts';
 import { verdictOf } from '../../core/types.ts';
-import { fieldReader } from '../lookup/index.ts';
+import { fieldReader } from '../../core/fields.ts';
 import { KeySet } from './key-set.ts';
 
 export interface DedupeConfig {

@@ -3,6 +3,8 @@
  * memory; a lookup hashes the key and compares it in place, allocating nothing.
  */
 import type { Table } from '../../core/tables.ts';
+import { fieldReader } from '../../core/fields.ts';
+import { SluiceError } from '../../errors.ts';
 import type { Batch, MapStep, Rec, StepContext, TransformSpec } from '../../core/types.ts';
 
 export interface LookupConfig {
@@ -16,19 +18,6 @@ export interface LookupConfig {
   default?: Record<string, unknown>;
   /** What a record without a matching row does: keep it with defaults, drop it, or dead-letter it. */
   on_missing?: 'default' | 'drop' | 'dead';
-}
-
-export function fieldReader(path: string): (r: Rec) => unknown {
-  if (!path.includes('.')) return (r) => r[path];
-  const parts = path.split('.');
-  return (r) => {
-    let v: unknown = r;
-    for (const p of parts) {
-      if (v === null || typeof v !== 'object') return undefined;
-      v = (v as Rec)[p];
-    }
-    return v;
-  };
 }
 
 class LookupStep implements MapStep {
@@ -50,10 +39,15 @@ class LookupStep implements MapStep {
     this.#columns = this.#fields.map((f) => {
       const column = config.fields[f]!;
       const c = table.column(column);
-      if (c < 0)
-        throw new Error(
-          `lookup: table "${table.name}" has no column "${column}" (columns: ${table.columns.join(', ')})`,
+      if (c < 0) {
+        throw new SluiceError(
+          'SLUICE_ERR_TABLE_LOAD',
+          `lookup: table "${table.name}" has no column "${column}"`,
+          {
+            hint: `Columns of ${table.name}: ${table.columns.join(', ')}.`,
+          },
         );
+      }
       return c;
     });
     this.#defaults = this.#fields.map((f) => config.default?.[f] ?? null);

@@ -5,8 +5,8 @@
  */
 import type { Rec } from '../../core/types.ts';
 import type { StepEnv } from '../../core/types.ts';
-import { fieldReader } from '../lookup/index.ts';
-import { compareExact, toExact } from '../window/metrics.ts';
+import { fieldReader } from '../../core/fields.ts';
+import { compareExact, toExact } from '../../helpers/decimal.ts';
 import type { TransformContext } from '../transform/api.ts';
 
 export type Condition =

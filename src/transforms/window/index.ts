@@ -10,7 +10,7 @@
 import { parseDuration, rfc3339ToEpochMs } from '../../helpers/time.ts';
 import type { Batch, OrderedStep, Rec, Sequencer, StepContext, TransformSpec } from '../../core/types.ts';
 import { verdictOf } from '../../core/types.ts';
-import { fieldReader } from '../lookup/index.ts';
+import { fieldReader } from '../../core/fields.ts';
 import { Aggregation, type Acc, type AccState, type MetricConfig } from './state.ts';
 
 export interface WindowConfig {

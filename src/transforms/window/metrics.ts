@@ -3,72 +3,9 @@
  * the state of aggregating everything at once (test/window-merge.property.test.ts), so workers,
  * instances and restarts can each aggregate a part.
  */
-import { formatExactDecimal, parseExactDecimal } from '../../helpers/decimal.ts';
-
-/** An exact numeric value: a safe integer, a bigint, or a decimal `units / 10^scale`. */
-export type Exact = number | bigint | { units: bigint; scale: number };
+import { asDecimal, pow10n, type Exact } from '../../helpers/decimal.ts';
 
 const MAX_SAFE = Number.MAX_SAFE_INTEGER;
-
-/** Converts a record value to an exact number; undefined for anything not numeric. */
-export function toExact(v: unknown): Exact | undefined {
-  if (typeof v === 'number') {
-    if (Number.isSafeInteger(v)) return v === 0 ? 0 : v;
-    return Number.isFinite(v) ? (Number.isInteger(v) ? BigInt(v) : parseExactDecimal(v)) : undefined;
-  }
-  if (typeof v === 'string') {
-    const len = v.length;
-    if (len > 0 && len <= 15) {
-      // Fast path: a plain integer of up to 15 digits is always a safe integer.
-      let i = v.charCodeAt(0) === 45 ? 1 : 0;
-      if (i < len) {
-        let n = 0;
-        for (; i < len; i++) {
-          const d = v.charCodeAt(i) - 48;
-          if (d < 0 || d > 9) break;
-          n = n * 10 + d;
-        }
-        if (i === len) return v.charCodeAt(0) === 45 ? (n === 0 ? 0 : -n) : n;
-      }
-    }
-    const d = parseExactDecimal(v);
-    if (d === undefined) return undefined;
-    if (d.scale === 0)
-      return d.units >= -BigInt(MAX_SAFE) && d.units <= BigInt(MAX_SAFE) ? Number(d.units) : d.units;
-    return d;
-  }
-  if (typeof v === 'bigint') return v;
-  return undefined;
-}
-
-function asDecimal(x: Exact): { units: bigint; scale: number } {
-  if (typeof x === 'number') return { units: BigInt(x), scale: 0 };
-  if (typeof x === 'bigint') return { units: x, scale: 0 };
-  return x;
-}
-
-const POW10 = (n: number): bigint => 10n ** BigInt(n);
-
-export function compareExact(a: Exact, b: Exact): number {
-  if (typeof a !== 'object' && typeof b !== 'object') return a < b ? -1 : a > b ? 1 : 0;
-  const x = asDecimal(a);
-  const y = asDecimal(b);
-  const scale = Math.max(x.scale, y.scale);
-  const xu = x.units * POW10(scale - x.scale);
-  const yu = y.units * POW10(scale - y.scale);
-  return xu < yu ? -1 : xu > yu ? 1 : 0;
-}
-
-export function formatExact(x: Exact): string {
-  if (typeof x === 'object') return formatExactDecimal(x.units, x.scale);
-  return x.toString();
-}
-
-export function toFloat(x: Exact): number {
-  if (typeof x === 'number') return x;
-  if (typeof x === 'bigint') return Number(x);
-  return Number(formatExactDecimal(x.units, x.scale));
-}
 
 /** Exact sum of any size: adds safe integers as numbers until they would overflow, then BigInt. */
 export class ExactSum {
@@ -90,12 +27,12 @@ export class ExactSum {
     }
     const d = asDecimal(x);
     this.#rescale(d.scale);
-    this.big += d.units * POW10(this.scale - d.scale);
+    this.big += d.units * pow10n(this.scale - d.scale);
   }
 
   #rescale(scale: number): void {
     if (scale <= this.scale) return;
-    this.big = (this.big + BigInt(this.small)) * POW10(scale - this.scale);
+    this.big = (this.big + BigInt(this.small)) * pow10n(scale - this.scale);
     this.small = 0;
     this.scale = scale;
   }
@@ -109,7 +46,7 @@ export class ExactSum {
     this.n += o.n;
     const t = o.total();
     this.#rescale(t.scale);
-    this.big += t.units * POW10(this.scale - t.scale);
+    this.big += t.units * pow10n(this.scale - t.scale);
   }
 
   toJSON(): SumState {

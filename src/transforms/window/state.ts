@@ -5,16 +5,12 @@
  */
 import type { Rec } from '../../core/types.ts';
 import { hashString } from '../../core/hash.ts';
-import { fieldReader } from '../lookup/index.ts';
+import { fieldReader } from '../../core/fields.ts';
+import { compareExact, formatExact, toExact, toFloat, type Exact } from '../../helpers/decimal.ts';
 import {
   DDSketch,
   ExactSum,
   HyperLogLog,
-  compareExact,
-  formatExact,
-  toExact,
-  toFloat,
-  type Exact,
   type HllState,
   type SketchState,
   type SumState,
