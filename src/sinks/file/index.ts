@@ -92,7 +92,15 @@ class FileWriter implements SinkWriter {
     this.#out.end();
     await Promise.race([closed, this.#failed]).catch(() => {});
     this.#check();
-    await rename(this.#tmp, this.#target);
+    try {
+      await rename(this.#tmp, this.#target);
+    } catch (err) {
+      throw new SluiceError(
+        'SLUICE_ERR_SINK_WRITE',
+        `cannot put ${this.#target} in place: ${(err as Error).message}`,
+        { cause: err },
+      );
+    }
   }
 
   async abort(): Promise<void> {
