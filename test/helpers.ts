@@ -77,3 +77,14 @@ export function compareWithExpected(
   );
   return { code: r.status, report: r.stdout + r.stderr };
 }
+
+/**
+ * Reference formatting for exact decimals in tests: `x / 10^scale` as the canonical text the
+ * aggregates print (no exponent, no trailing fraction zeros).
+ */
+export function formatScaled(x: bigint, scale: number): string {
+  const negative = x < 0n;
+  const text = (negative ? -x : x).toString().padStart(scale + 1, '0');
+  const frac = text.slice(-scale).replace(/0+$/, '');
+  return (negative ? '-' : '') + text.slice(0, -scale) + (frac === '' ? '' : `.${frac}`);
+}

@@ -9,6 +9,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
+import { formatScaled } from './helpers.ts';
 import { Aggregation, type Acc, type AccState, type MetricConfig } from '../dist/transforms/window/state.js';
 
 type Rec = Record<string, unknown>;
@@ -58,14 +59,6 @@ function exactOf(v: unknown): bigint | undefined {
   assert.ok(shift >= 0, `reference scale too small for ${text}`);
   const units = BigInt(m[2]! + frac) * 10n ** BigInt(shift);
   return m[1] === '-' ? -units : units;
-}
-
-/** A scaled value as the canonical decimal text the aggregates print. */
-function formatScaled(x: bigint): string {
-  const negative = x < 0n;
-  const text = (negative ? -x : x).toString().padStart(SCALE + 1, '0');
-  const frac = text.slice(-SCALE).replace(/0+$/, '');
-  return (negative ? '-' : '') + text.slice(0, -SCALE) + (frac === '' ? '' : `.${frac}`);
 }
 
 /** What a quantile sketch sees: the value as a double. */
@@ -232,18 +225,39 @@ function checkExact(recs: readonly Rec[], out: Rec): void {
 
   const exacts = recs.map((r) => exactOf(r.amount)).filter((x) => x !== undefined);
   const sum = exacts.reduce((s, x) => s + x, 0n);
-  assert.equal(out.sum, formatScaled(sum), 'sum');
+  assert.equal(out.sum, formatScaled(sum, SCALE), 'sum');
   if (exacts.length === 0) {
     assert.equal(out.min, null, 'min of nothing');
     assert.equal(out.max, null, 'max of nothing');
     assert.equal(out.avg, null, 'avg of nothing');
   } else {
-    assert.equal(out.min, formatScaled(exacts.reduce((m, x) => (x < m ? x : m))), 'min');
-    assert.equal(out.max, formatScaled(exacts.reduce((m, x) => (x > m ? x : m))), 'max');
-    assert.equal(out.avg, Number(formatScaled(sum)) / exacts.length, 'avg');
+    assert.equal(
+      out.min,
+      formatScaled(
+        exacts.reduce((m, x) => (x < m ? x : m)),
+        SCALE,
+      ),
+      'min',
+    );
+    assert.equal(
+      out.max,
+      formatScaled(
+        exacts.reduce((m, x) => (x > m ? x : m)),
+        SCALE,
+      ),
+      'max',
+    );
+    assert.equal(out.avg, Number(formatScaled(sum, SCALE)) / exacts.length, 'avg');
   }
   const fees = recs.map((r) => exactOf(r.fee)).filter((x) => x !== undefined);
-  assert.equal(out.fee_sum, formatScaled(fees.reduce((s, x) => s + x, 0n)), 'fee_sum');
+  assert.equal(
+    out.fee_sum,
+    formatScaled(
+      fees.reduce((s, x) => s + x, 0n),
+      SCALE,
+    ),
+    'fee_sum',
+  );
 
   const distinct = new Set(recs.map((r) => r.user).filter((u) => u !== undefined)).size;
   for (const [name, p] of Object.entries(PRECISIONS)) {

@@ -12,7 +12,7 @@ import { readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
-import { ROOT, sluice, tempDir } from './helpers.ts';
+import { ROOT, sluice, tempDir, formatScaled } from './helpers.ts';
 
 // `maxLength` means what it says: lengths range up to it, not up to fast-check's small default size.
 fc.configureGlobal({ defaultSizeToMaxWhenMaxSpecified: true, includeErrorInReport: true });
@@ -187,13 +187,6 @@ function exactOf(v: unknown): bigint | undefined {
   return m[1] === '-' ? -units : units;
 }
 
-function formatScaled(x: bigint): string {
-  const negative = x < 0n;
-  const text = (negative ? -x : x).toString().padStart(SCALE + 1, '0');
-  const frac = text.slice(-SCALE).replace(/0+$/, '');
-  return (negative ? '-' : '') + text.slice(0, -SCALE) + (frac === '' ? '' : `.${frac}`);
-}
-
 /** How the dedupe and window steps turn a value into key text (strings as is, others as JSON). */
 const keyText = (v: unknown): string => (typeof v === 'string' ? v : '\u0001' + JSON.stringify(v ?? null));
 
@@ -300,8 +293,20 @@ function checkWindows(text: string, expected: Expected, g: Geometry): void {
     assert.deepEqual(Object.keys(row), ROW_FIELDS, `fields of ${key}`);
     const values = w.records.map((r) => exactOf(r.v)).filter((x) => x !== undefined);
     const users = new Set(w.records.map((r) => r.u).filter((u) => u !== undefined));
-    const min = values.length === 0 ? null : formatScaled(values.reduce((m, x) => (x < m ? x : m)));
-    const max = values.length === 0 ? null : formatScaled(values.reduce((m, x) => (x > m ? x : m)));
+    const min =
+      values.length === 0
+        ? null
+        : formatScaled(
+            values.reduce((m, x) => (x < m ? x : m)),
+            SCALE,
+          );
+    const max =
+      values.length === 0
+        ? null
+        : formatScaled(
+            values.reduce((m, x) => (x > m ? x : m)),
+            SCALE,
+          );
     assert.deepEqual(
       {
         window_end: row.window_end,
@@ -316,7 +321,10 @@ function checkWindows(text: string, expected: Expected, g: Geometry): void {
         window_end: w.start + g.size,
         k: w.k,
         count: w.records.length,
-        sum: formatScaled(values.reduce((s, x) => s + x, 0n)),
+        sum: formatScaled(
+          values.reduce((s, x) => s + x, 0n),
+          SCALE,
+        ),
         min,
         max,
         users: users.size,
