@@ -8,7 +8,6 @@ import { basename, dirname, extname, isAbsolute, resolve } from 'node:path';
 import { Ajv2020, type ErrorObject } from 'ajv/dist/2020.js';
 import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Document, type Node } from 'yaml';
 import { SluiceError, type SourceLocation } from '../errors.ts';
-import { parseDuration } from '../helpers/time.ts';
 import { registry, type ComponentExtras } from './registry.ts';
 import { pipelineSchema } from './schema.ts';
 import type { TableConfig } from './tables.ts';
@@ -341,23 +340,18 @@ function resolvePaths(
   return out;
 }
 
-const DURATION_KEYS = new Set(['size', 'hop', 'allowed_lateness']);
-
-function checkDurations(config: ComponentConfig, at: PathSegment[], locate: Locator): void {
-  for (const [key, value] of Object.entries(config)) {
-    if (!DURATION_KEYS.has(key) || value === undefined) continue;
-    const ms = parseDuration(value as string | number);
-    if (!Number.isFinite(ms) || (key !== 'allowed_lateness' && ms <= 0)) {
-      throw new SluiceError(
-        'SLUICE_ERR_CONFIG_INVALID',
-        `${key}: ${JSON.stringify(value)} is not a duration`,
-        {
-          hint: 'Write durations like 60s, 5m, 1h30m or 250ms.',
-          location: locate.at([...at, key]),
-        },
-      );
-    }
-  }
+function checkComponent(
+  config: ComponentConfig,
+  spec: ComponentExtras<ComponentConfig>,
+  at: PathSegment[],
+  locate: Locator,
+): void {
+  const problem = spec.check?.(config);
+  if (!problem) return;
+  throw new SluiceError('SLUICE_ERR_CONFIG_INVALID', `${problem.key}: ${problem.message}`, {
+    hint: problem.hint,
+    location: locate.at([...at, problem.key]),
+  });
 }
 
 function resolvePipeline(abs: string, raw: RawPipeline, locate: Locator): ResolvedPipeline {
@@ -413,7 +407,7 @@ function resolvePipeline(abs: string, raw: RawPipeline, locate: Locator): Resolv
       at,
       locate,
     );
-    checkDurations(config, at, locate);
+    checkComponent(config, spec as ComponentExtras<ComponentConfig>, at, locate);
     for (const t of spec.tables?.(config) ?? []) {
       if (!(t in tables)) {
         throw new SluiceError('SLUICE_ERR_CONFIG_REFERENCE', `table "${t}" is not defined`, {

@@ -12,6 +12,18 @@ export interface ComponentExtras<C = unknown> {
   resolvePaths?(config: C, resolve: (path: string) => string): C;
   /** Schemas the component's schema references as `#/$defs/<name>`. */
   readonly definitions?: Record<string, Record<string, unknown>>;
+  /**
+   * Checks beyond the schema (a duration that does not parse, a hop longer than the window).
+   * The loader reports a problem at the option's line and column.
+   */
+  check?(config: C): ConfigProblem | undefined;
+}
+
+export interface ConfigProblem {
+  /** The option at fault, relative to the component (e.g. `hop`). */
+  key: string;
+  message: string;
+  hint?: string;
 }
 
 // Specs are stored type-erased: each component validates its own config through its schema, so

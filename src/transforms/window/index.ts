@@ -8,6 +8,7 @@
  * closing window's partials are merged exactly into one row per window and key.
  */
 import { parseDuration, rfc3339ToEpochMs } from '../../helpers/time.ts';
+import type { ComponentExtras } from '../../core/registry.ts';
 import type { Batch, OrderedStep, Rec, Sequencer, StepContext, TransformSpec } from '../../core/types.ts';
 import { verdictOf } from '../../core/types.ts';
 import { fieldReader } from '../../core/fields.ts';
@@ -286,7 +287,7 @@ const metricSchema = {
 
 const duration = { anyOf: [{ type: 'string' }, { type: 'number', minimum: 0 }] };
 
-export const windowTransform: TransformSpec<WindowConfig> = {
+export const windowTransform: TransformSpec<WindowConfig> & ComponentExtras<WindowConfig> = {
   type: 'window',
   description:
     'Aggregates records in event-time tumbling or hopping windows with a watermark and allowed lateness; late records become dead letters.',
@@ -320,10 +321,28 @@ export const windowTransform: TransformSpec<WindowConfig> = {
     },
   },
   outputs: (config, stepId) => [config.output ?? stepId],
-  create: (config) => {
+  check: (config) => {
+    for (const key of ['size', 'hop', 'allowed_lateness'] as const) {
+      const value = config[key];
+      if (value === undefined) continue;
+      const ms = parseDuration(value);
+      if (!Number.isFinite(ms) || (key !== 'allowed_lateness' && ms <= 0)) {
+        return {
+          key,
+          message: `${JSON.stringify(value)} is not a duration`,
+          hint: 'Write durations like 60s, 5m, 1h30m or 250ms.',
+        };
+      }
+    }
     const g = geometry(config);
-    if (g.hop > g.size) throw new Error(`window: hop (${config.hop}) must not exceed size (${config.size})`);
-    return new WindowStep(config);
+    if (g.hop > g.size)
+      return {
+        key: 'hop',
+        message: `hop ${JSON.stringify(config.hop)} is longer than size ${JSON.stringify(config.size)}`,
+        hint: 'A hop must not exceed the window size; omit it for tumbling windows.',
+      };
+    return undefined;
   },
+  create: (config) => new WindowStep(config),
   sequencer: (config) => new WindowSequencer(config),
 };
