@@ -585,6 +585,31 @@ describe('a transform that throws', () => {
   });
 });
 
+describe('a module predicate that throws', () => {
+  it('turns only the records it throws on into error dead letters, in a route and in a filter', async () => {
+    const records = [
+      { id: 1, color: 'red' },
+      { id: 2, boom: 'x', color: 'red' },
+      { id: 3, color: 'blue' },
+    ];
+    const dir = tempDir();
+    const file = join(dir, 'events.ndjson');
+    writeFileSync(file, records.map((x) => JSON.stringify(x) + '\n').join(''));
+    const out = join(dir, 'out');
+    const r = await sluice(['run', join(FIXTURES, 'throws-predicate.yaml'), '--input', file, '--out', out]);
+    assert.equal(r.code, 0, r.stderr);
+    // The route throws on record 2 first, so it never reaches the filter.
+    assert.deepEqual(readNdjson(join(out, 'red.ndjson')), [records[0]]);
+    assert.deepEqual(readNdjson(join(out, 'out.ndjson')), [records[2]]);
+    const dead = deadLetters(out);
+    assert.deepEqual(
+      dead.map((d) => [d.line, d.reason]),
+      [[2, 'error']],
+    );
+    assert.match(dead[0]!.detail, /boom: x/);
+  });
+});
+
 describe('max_record_bytes', () => {
   const pipeline = join(FIXTURES, 'max-record.yaml');
 

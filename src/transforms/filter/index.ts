@@ -1,6 +1,7 @@
 /** `filter`: keeps the records that meet a condition; the others are dropped and counted. */
 import type { Batch, MapStep, Rec, StepContext, TransformSpec } from '../../core/types.ts';
 import type { ComponentExtras } from '../../core/registry.ts';
+import { describeThrown, eachResuming } from '../../core/resume.ts';
 import {
   compileCondition,
   conditionDefinitions,
@@ -30,17 +31,21 @@ class FilterStep implements MapStep {
   run(input: Batch, ctx: StepContext): Batch {
     const records: Rec[] = [];
     const pos: number[] = [];
-    for (let i = 0; i < input.records.length; i++) {
-      const r = input.records[i]!;
-      if (this.test(r)) {
-        records.push(r);
-        pos.push(input.pos[i]!);
-      } else if (this.rejected) {
-        ctx.emit(this.rejected, r, input.pos[i]!);
-      } else {
-        ctx.count(this.counter);
-      }
-    }
+    eachResuming(
+      input.records.length,
+      (i) => {
+        const r = input.records[i]!;
+        if (this.test(r)) {
+          records.push(r);
+          pos.push(input.pos[i]!);
+        } else if (this.rejected) {
+          ctx.emit(this.rejected, r, input.pos[i]!);
+        } else {
+          ctx.count(this.counter);
+        }
+      },
+      (i, err) => ctx.dead(input.pos[i]!, 'error', describeThrown(err)),
+    );
     return { records, pos };
   }
 }

@@ -3,6 +3,7 @@
  * goes on down the pipeline. Sinks subscribe to route names with `input:`.
  */
 import type { ComponentExtras } from '../../core/registry.ts';
+import { describeThrown, eachResuming } from '../../core/resume.ts';
 import type { Batch, MapStep, StepContext, TransformSpec } from '../../core/types.ts';
 import {
   compileCondition,
@@ -32,11 +33,22 @@ class RouteStep implements MapStep {
   run(input: Batch, ctx: StepContext): Batch {
     const names = this.#names;
     const tests = this.#tests;
-    for (let i = 0; i < input.records.length; i++) {
-      const r = input.records[i]!;
-      for (let t = 0; t < tests.length; t++) if (tests[t]!(r)) ctx.emit(names[t]!, r, input.pos[i]!);
-    }
-    return input;
+    const { records, pos } = input;
+    const failed = new Set<number>();
+    // A module predicate that throws turns its record into an `error` dead letter.
+    eachResuming(
+      records.length,
+      (i) => {
+        const r = records[i]!;
+        for (let t = 0; t < tests.length; t++) if (tests[t]!(r)) ctx.emit(names[t]!, r, pos[i]!);
+      },
+      (i, err) => {
+        failed.add(i);
+        ctx.dead(pos[i]!, 'error', describeThrown(err));
+      },
+    );
+    if (failed.size === 0) return input;
+    return { records: records.filter((_, i) => !failed.has(i)), pos: pos.filter((_, i) => !failed.has(i)) };
   }
 }
 

@@ -2,6 +2,7 @@
  * `transform`: a user TypeScript function per record. It may return a record, several, nothing,
  * or a rejection; if it throws, that record becomes an `error` dead letter and the batch goes on.
  */
+import { describeThrown } from '../../core/resume.ts';
 import type { Batch, MapStep, Rec, StepContext, TransformSpec } from '../../core/types.ts';
 import { isRejection, type Transform, type TransformContext } from './api.ts';
 
@@ -60,8 +61,7 @@ class TransformStep implements MapStep {
       }
       return i;
     } catch (err) {
-      const e = err as Error;
-      ctx.dead(input.pos[i]!, 'error', `${e?.name ?? 'Error'}: ${e?.message ?? String(err)}`);
+      ctx.dead(input.pos[i]!, 'error', describeThrown(err));
       return i + 1;
     }
   }
