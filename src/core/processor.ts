@@ -41,6 +41,8 @@ class ChunkState implements StepContext {
   decoded: DecodedChunk | undefined;
   firstLine = 1;
   firstIndex = 0;
+  /** The current group's extract payloads, kept for the steps' `apply`. */
+  payloads: unknown[] = [];
 
   constructor(readonly subscribed: ReadonlySet<string>) {}
 
@@ -153,6 +155,7 @@ export class Processor {
     const g = plan.groups[group]!;
     this.#runMaps(state, g.before);
     const payloads = g.ordered.map((i) => (this.#steps[i] as OrderedStep).extract(state.batch));
+    state.payloads = payloads;
     const decoded = state.decoded!;
     this.reply({
       t: 'payload',
@@ -213,10 +216,15 @@ export class Processor {
         verdicts = keepVerdicts.subarray(0, kept);
         indices = keepIndices.subarray(0, kept);
       }
-      step.apply?.({ records, pos }, state, msg.infos[slot], indices);
+      step.apply?.({ records, pos }, state, {
+        info: msg.infos[slot],
+        payload: state.payloads[slot],
+        indices,
+      });
       state.count(`step.${state.step}.out`, records.length);
     });
     state.batch = { records, pos };
+    state.payloads = [];
     this.#advance(msg.seq, state, msg.group + 1);
   }
 

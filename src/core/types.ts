@@ -63,13 +63,20 @@ export interface OrderedStep {
   extract(input: Batch): unknown;
   /** Dead-letter detail for a record the sequencer stopped with outcome `outcome`. */
   describe(outcome: number, record: Rec, info: unknown): string;
-  /**
-   * Observes the records that passed (they go on unchanged), with what the sequencer returned for
-   * the batch; `indices[i]` is where `input.records[i]` was in the batch given to `extract`.
-   */
-  apply?(input: Batch, ctx: StepContext, info: unknown, indices: Int32Array): void;
+  /** Observes the records that passed (they go on unchanged). */
+  apply?(input: Batch, ctx: StepContext, decision: Decision): void;
   /** Handles a message the sequencer broadcast to every worker; the reply goes back to it. */
   command?(message: unknown): unknown;
+}
+
+/** What an ordered step's `apply` gets besides the records that passed. */
+export interface Decision {
+  /** What the sequencer returned for the batch. */
+  info: unknown;
+  /** What this step's `extract` returned for the batch, so nothing is computed twice. */
+  payload: unknown;
+  /** `indices[i]` is where `input.records[i]` was in the batch given to `extract`. */
+  indices: Int32Array;
 }
 
 export type Step = MapStep | OrderedStep;

@@ -10,7 +10,8 @@
  */
 import type { Batch, Chunk, DecodedChunk, Rec, SourceDecoder, StepContext } from '../../core/types.ts';
 
-const OVERSIZE_PREFIX = 1024;
+/** Bytes of an oversized record kept in its dead letter. */
+export const OVERSIZE_PREFIX = 1024;
 
 function describeValue(v: unknown): string {
   return v === null ? 'null' : Array.isArray(v) ? 'an array' : `a ${typeof v}`;

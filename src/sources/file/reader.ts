@@ -8,15 +8,13 @@ import { createGunzip } from 'node:zlib';
 import type { Readable } from 'node:stream';
 import { SluiceError } from '../../errors.ts';
 import type { Chunk, SourceReader } from '../../core/types.ts';
-import { DEFAULT_MAX_RECORD } from './decoder.ts';
+import { DEFAULT_MAX_RECORD, OVERSIZE_PREFIX } from './decoder.ts';
 
 export interface FileSourceConfig {
   type: 'file';
   format?: 'ndjson' | 'json';
   max_record_bytes?: number;
 }
-
-const OVERSIZE_PREFIX = 1024;
 
 /** Concatenates buffers into one freshly allocated buffer (owned, transferable). */
 function concatOwned(parts: Buffer[], total: number): Buffer {

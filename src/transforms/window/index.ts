@@ -9,7 +9,15 @@
  */
 import { parseDuration, rfc3339ToEpochMs } from '../../helpers/time.ts';
 import type { ComponentExtras } from '../../core/registry.ts';
-import type { Batch, OrderedStep, Rec, Sequencer, StepContext, TransformSpec } from '../../core/types.ts';
+import type {
+  Batch,
+  Decision,
+  OrderedStep,
+  Rec,
+  Sequencer,
+  StepContext,
+  TransformSpec,
+} from '../../core/types.ts';
 import { verdictOf } from '../../core/types.ts';
 import { fieldReader } from '../../core/fields.ts';
 import { Aggregation, type Acc, type AccState, type MetricConfig } from './state.ts';
@@ -86,7 +94,7 @@ class WindowStep implements OrderedStep {
     this.#agg = new Aggregation(config.metrics);
   }
 
-  timeOf(r: Rec): number {
+  #timeOf(r: Rec): number {
     const v = this.#time(r);
     if (typeof v === 'number') return Number.isFinite(v) ? v : NaN;
     if (typeof v === 'string') return rfc3339ToEpochMs(v);
@@ -95,27 +103,29 @@ class WindowStep implements OrderedStep {
 
   extract(input: Batch): Float64Array {
     const times = new Float64Array(input.records.length);
-    for (let i = 0; i < times.length; i++) times[i] = this.timeOf(input.records[i]!);
+    for (let i = 0; i < times.length; i++) times[i] = this.#timeOf(input.records[i]!);
     return times;
   }
 
   describe(outcome: number, record: Rec): string {
     if (outcome === NO_TIME)
       return `window time field ${this.#config.time_field} is missing, or is not epoch milliseconds or an RFC 3339 time`;
-    const t = this.timeOf(record);
+    const t = this.#timeOf(record);
     const { size, hop, lateness } = this.#g;
     const start = Math.floor(t / hop) * hop;
     return `event time ${new Date(t).toISOString()} falls in window [${new Date(start).toISOString()}, ${new Date(start + size).toISOString()}), closed once the watermark passed ${new Date(start + size + lateness).toISOString()}`;
   }
 
-  apply(input: Batch, _ctx: StepContext, info: unknown, indices?: Int32Array): void {
+  apply(input: Batch, _ctx: StepContext, decision: Decision): void {
     const { size, hop, lateness } = this.#g;
-    const watermarks = info as Float64Array | undefined;
+    const times = decision.payload as Float64Array;
+    const watermarks = decision.info as Float64Array | undefined;
+    const indices = decision.indices;
     const records = input.records;
     const groupBy = this.#groupBy;
     for (let i = 0; i < records.length; i++) {
       const r = records[i]!;
-      const t = this.timeOf(r);
+      const t = times[indices[i]!]!;
       let key: string;
       if (groupBy.length === 1) key = groupKeyPart(groupBy[0]!(r));
       else {
@@ -125,7 +135,7 @@ class WindowStep implements OrderedStep {
       }
       const last = Math.floor(t / hop) * hop;
       // Hopping windows: skip the ones that closed before this record was decided.
-      const watermark = watermarks && indices ? watermarks[indices[i]!]! : -Infinity;
+      const watermark = watermarks ? watermarks[indices[i]!]! : -Infinity;
       for (let start = last; start > t - size; start -= hop) {
         if (start + size + lateness <= watermark) break;
         let groups = this.#open.get(start);
