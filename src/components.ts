@@ -1,6 +1,7 @@
 /** The built-in components, registered by name: the one place that lists them all. */
 import { registry } from './core/registry.ts';
 import { fileSource } from './sources/file/index.ts';
+import { httpSource } from './sources/http/index.ts';
 import { validateTransform } from './transforms/validate/index.ts';
 import { transformTransform } from './transforms/transform/index.ts';
 import { lookupTransform } from './transforms/lookup/index.ts';
@@ -13,6 +14,7 @@ import { sqliteSink } from './sinks/sqlite/index.ts';
 import { stdoutSink } from './sinks/stdout/index.ts';
 
 registry.source(fileSource);
+registry.source(httpSource);
 
 registry.transform(validateTransform);
 registry.transform(transformTransform);

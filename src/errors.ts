@@ -5,10 +5,15 @@
  */
 
 export interface ErrorSpec {
-  /** What kind of failure: decides the CLI exit code (usage/config → 2, everything else → 1). */
-  readonly category: 'usage' | 'config' | 'input' | 'runtime' | 'test';
+  /**
+   * What kind of failure: decides the CLI exit code (usage/config → 2, everything else → 1).
+   * `request` errors are answers of `sluice serve` to one HTTP request.
+   */
+  readonly category: 'usage' | 'config' | 'input' | 'runtime' | 'test' | 'request';
   readonly title: string;
   readonly hint: string;
+  /** HTTP status when the service answers with this error (RFC 9457 problem details). */
+  readonly status?: number;
 }
 
 export const ERRORS = {
@@ -96,6 +101,77 @@ export const ERRORS = {
     category: 'config',
     title: 'A pipeline test file is invalid',
     hint: 'Each case needs `name`, `input` and `expect`; see docs/testing.md.',
+  },
+  SLUICE_ERR_SERVICE_START: {
+    category: 'runtime',
+    title: 'The service could not start',
+    hint: 'Read the message: usually the listen address is taken or the store directory is not writable.',
+  },
+  SLUICE_ERR_STORE: {
+    category: 'runtime',
+    title: 'The store could not be read or written',
+    status: 503,
+    hint: 'Check the disk under the store path (space, permissions). Nothing that was not acknowledged was kept; retry the request.',
+  },
+  SLUICE_ERR_UNAUTHORIZED: {
+    category: 'request',
+    title: 'Missing or unknown API key',
+    status: 401,
+    hint: 'Send `Authorization: Bearer <key>` with a key configured for your tenant.',
+  },
+  SLUICE_ERR_NOT_FOUND: {
+    category: 'request',
+    title: 'No such pipeline or route',
+    status: 404,
+    hint: 'Check the pipeline name in the URL; a tenant sees only its own pipelines.',
+  },
+  SLUICE_ERR_BAD_REQUEST: {
+    category: 'request',
+    title: 'Invalid request parameters',
+    status: 400,
+    hint: 'docs/http-api.md and /openapi.json describe every parameter.',
+  },
+  SLUICE_ERR_BODY_MALFORMED: {
+    category: 'request',
+    title: 'The request body could not be read as events',
+    status: 400,
+    hint: 'Send one JSON object, a JSON array of objects, or NDJSON; gzip needs `Content-Encoding: gzip` and a complete stream.',
+  },
+  SLUICE_ERR_BODY_TOO_LARGE: {
+    category: 'request',
+    title: 'The request body is larger than the limit',
+    status: 413,
+    hint: 'Split the events into several requests below `limits.body_bytes` (after decompression too).',
+  },
+  SLUICE_ERR_UNSUPPORTED_MEDIA_TYPE: {
+    category: 'request',
+    title: 'Unsupported Content-Type or Content-Encoding',
+    status: 415,
+    hint: 'Use application/json or application/x-ndjson, optionally with Content-Encoding: gzip.',
+  },
+  SLUICE_ERR_RATE_LIMITED: {
+    category: 'request',
+    title: "The tenant's rate limit is exhausted",
+    status: 429,
+    hint: 'Retry after the number of seconds in Retry-After, or ask for higher limits.',
+  },
+  SLUICE_ERR_OVERLOADED: {
+    category: 'request',
+    title: 'The service is behind and sheds load',
+    status: 503,
+    hint: 'Retry after the number of seconds in Retry-After; nothing of this request was accepted.',
+  },
+  SLUICE_ERR_SHUTTING_DOWN: {
+    category: 'request',
+    title: 'The service is shutting down',
+    status: 503,
+    hint: 'Retry, against another instance or after the restart; nothing of this request was accepted.',
+  },
+  SLUICE_ERR_INTERNAL: {
+    category: 'request',
+    title: 'Internal error',
+    status: 500,
+    hint: 'This is a bug; the log line with the same request id has the details. Nothing of this request was accepted.',
   },
 } as const satisfies Record<string, ErrorSpec>;
 

@@ -10,6 +10,7 @@ import { runCommand } from './run.ts';
 import { checkCommand } from './check.ts';
 import { testCommand } from './test.ts';
 import { demoCommand } from './demo.ts';
+import { serveCommand } from './serve.ts';
 import { pipelineSchema } from '../core/schema.ts';
 
 const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as {
@@ -105,6 +106,23 @@ export async function main(argv: string[]): Promise<number> {
         return EXIT.ok;
       }),
     );
+
+  program
+    .command('serve')
+    .description(
+      'Run the multi-tenant HTTP service; without a config, a demo tenant with the payments pipeline and its store under ./data.',
+    )
+    .argument('[config]', 'service config (YAML or JSON)')
+    .option('--host <address>', 'listen address (overrides the config)')
+    .option('--port <n>', 'listen port (overrides the config)', (v) => {
+      const n = Number(v);
+      if (!Number.isInteger(n) || n < 0 || n > 65535)
+        throw new InvalidArgumentError('expected a port number');
+      return n;
+    })
+    .option('--data <dir>', 'store directory for the embedded defaults', 'data')
+    .option('--log-level <level>', 'fatal, error, warn, info, debug or trace', 'info')
+    .action(action(serveCommand));
 
   program
     .command('demo')

@@ -56,7 +56,7 @@ export const MAIN_OUTPUT = 'out';
 /** The dead-letter output. */
 export const DEAD_OUTPUT = 'dead';
 
-type PathSegment = string | number;
+export type PathSegment = string | number;
 
 function formatPath(path: readonly PathSegment[]): string {
   let out = '';
@@ -101,7 +101,7 @@ function closest(word: string, candidates: readonly string[]): string | undefine
 }
 
 /** Finds where a key path is in the YAML document, optionally pointing at a key rather than its value. */
-class Locator {
+export class Locator {
   readonly #doc: Document;
   readonly #lines: LineCounter;
   readonly #file: string;
@@ -168,9 +168,12 @@ function bestError(errors: ErrorObject[]): ErrorObject {
   return [...errors].sort((a, b) => b.instancePath.length - a.instancePath.length)[0]!;
 }
 
-function schemaAt(path: readonly PathSegment[], data: unknown): Record<string, unknown> | undefined {
+function schemaAt(
+  path: readonly PathSegment[],
+  data: unknown,
+  root: Record<string, unknown>,
+): Record<string, unknown> | undefined {
   // Resolve which schema branch applies at `path`, to list allowed keys in unknown-key errors.
-  const root = pipelineSchema();
   const deref = (s: Record<string, unknown> | undefined): Record<string, unknown> | undefined =>
     typeof s?.$ref === 'string'
       ? ((root.$defs as Record<string, Record<string, unknown>>)[s.$ref.replace('#/$defs/', '')] ?? s)
@@ -202,11 +205,16 @@ function schemaAt(path: readonly PathSegment[], data: unknown): Record<string, u
   return schema;
 }
 
-function schemaError(err: ErrorObject, data: unknown, locate: Locator): SluiceError {
+function schemaError(
+  err: ErrorObject,
+  data: unknown,
+  locate: Locator,
+  root: Record<string, unknown>,
+): SluiceError {
   const path = pointerToPath(err.instancePath);
   if (err.keyword === 'additionalProperties') {
     const key = (err.params as { additionalProperty: string }).additionalProperty;
-    const allowed = Object.keys((schemaAt(path, data)?.properties ?? {}) as object);
+    const allowed = Object.keys((schemaAt(path, data, root)?.properties ?? {}) as object);
     const suggestion = closest(key, allowed);
     return new SluiceError(
       'SLUICE_ERR_CONFIG_UNKNOWN_KEY',
@@ -270,9 +278,25 @@ function resolveFrom(dir: string, p: string): string {
  * column and key path for anything wrong.
  */
 export function loadPipeline(file: string): ResolvedPipeline {
+  const { abs, data, locate } = readConfigFile(file, {
+    what: 'pipeline file',
+    shape: 'a mapping with source, steps and sinks',
+  });
+  checkSchema(schemaValidator(), pipelineSchema(), data, locate);
+  return resolvePipeline(abs, data as unknown as RawPipeline, locate);
+}
+
+/** A YAML or JSON config file read with positions, so later errors can name line and column. */
+export interface ConfigFile {
+  abs: string;
+  data: Record<string, unknown>;
+  locate: Locator;
+}
+
+export function readConfigFile(file: string, kind: { what: string; shape: string }): ConfigFile {
   const abs = resolve(file);
   if (!existsSync(abs)) {
-    throw new SluiceError('SLUICE_ERR_CONFIG_NOT_FOUND', `pipeline file ${file} does not exist`, {
+    throw new SluiceError('SLUICE_ERR_CONFIG_NOT_FOUND', `${kind.what} ${file} does not exist`, {
       location: { file },
     });
   }
@@ -287,19 +311,22 @@ export function loadPipeline(file: string): ResolvedPipeline {
     });
   }
   const data = doc.toJS() as unknown;
-  const locate = new Locator(file, doc, lines);
   if (data === null || typeof data !== 'object' || Array.isArray(data)) {
-    throw new SluiceError(
-      'SLUICE_ERR_CONFIG_INVALID',
-      'a pipeline file must be a mapping with source, steps and sinks',
-      {
-        location: { file, line: 1, column: 1 },
-      },
-    );
+    throw new SluiceError('SLUICE_ERR_CONFIG_INVALID', `a ${kind.what} must be ${kind.shape}`, {
+      location: { file, line: 1, column: 1 },
+    });
   }
-  const validate = schemaValidator();
-  if (!validate(data)) throw schemaError(bestError(validate.errors ?? []), data, locate);
-  return resolvePipeline(abs, data as RawPipeline, locate);
+  return { abs, data: data as Record<string, unknown>, locate: new Locator(file, doc, lines) };
+}
+
+/** Throws the most useful schema error, with its position and a "did you mean" where one fits. */
+export function checkSchema(
+  validate: ReturnType<Ajv2020['compile']>,
+  root: Record<string, unknown>,
+  data: unknown,
+  locate: Locator,
+): void {
+  if (!validate(data)) throw schemaError(bestError(validate.errors ?? []), data, locate, root);
 }
 
 interface RawPipeline {

@@ -65,6 +65,14 @@ class ChunkState implements StepContext {
   }
 }
 
+export interface ProcessorOptions {
+  /**
+   * Keep the records of every output a sink reads, and every dead letter (each with its `index`),
+   * instead of encoding them: a service stores them itself. They arrive in `done`'s `records`.
+   */
+  capture?: boolean;
+}
+
 export class Processor {
   #pipeline!: ResolvedPipeline;
   #steps: Step[] = [];
@@ -75,7 +83,21 @@ export class Processor {
   #subscribed = new Set<string>();
   #chunks = new Map<number, ChunkState>();
 
-  constructor(private readonly reply: Reply) {}
+  constructor(
+    private readonly reply: Reply,
+    private readonly options: ProcessorOptions = {},
+  ) {}
+
+  /** Every step's state that must survive a restart, by step index (see OrderedStep.snapshot). */
+  snapshot(): unknown[] {
+    return this.#steps.map((s) => (s.kind === 'ordered' ? s.snapshot?.() : undefined));
+  }
+
+  restore(states: readonly unknown[]): void {
+    this.#steps.forEach((s, i) => {
+      if (s.kind === 'ordered' && states[i] !== undefined) s.restore?.(states[i]);
+    });
+  }
 
   async handle(msg: ToProcessor): Promise<void> {
     try {
@@ -126,7 +148,12 @@ export class Processor {
     this.#plan = planOf(pipeline, (i) => this.#steps[i]!.kind === 'ordered');
     const source = registry.sources.get(pipeline.source.type)!;
     this.#decoder = source.decoder(pipeline.source);
-    this.#indexed = source.indexed?.(pipeline.source) ?? false;
+    this.#indexed = this.options.capture === true || (source.indexed?.(pipeline.source) ?? false);
+    if (this.options.capture) {
+      for (const sink of pipeline.sinks) this.#subscribed.add(sink.input);
+      this.#subscribed.add(DEAD_OUTPUT);
+      return;
+    }
     for (const sink of pipeline.sinks) {
       const encode = registry.sinks.get(sink.type)!.encoder(sink.config);
       let list = this.#encoders.get(sink.input);
@@ -260,10 +287,15 @@ export class Processor {
       }
       if (this.#subscribed.has(DEAD_OUTPUT)) state.emitted.set(DEAD_OUTPUT, dead);
     }
+    const counters = Object.fromEntries(state.counters);
+    if (this.options.capture) {
+      this.reply({ t: 'done', seq, outputs: {}, records: Object.fromEntries(state.emitted), counters });
+      return;
+    }
     const outputs: Record<string, EncodedOutput> = {};
     for (const [output, list] of state.emitted)
       outputs[output] = encodeFor(this.#encoders.get(output) ?? [], list);
-    this.reply({ t: 'done', seq, outputs, counters: Object.fromEntries(state.counters) });
+    this.reply({ t: 'done', seq, outputs, counters });
   }
 }
 

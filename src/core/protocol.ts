@@ -2,7 +2,7 @@
 import type { ResolvedPipeline } from './config.ts';
 import type { ModuleBundles } from './modules.ts';
 import type { SharedTableData } from './tables.ts';
-import type { Chunk } from './types.ts';
+import type { Chunk, Rec } from './types.ts';
 import { SluiceError, type ErrorCode } from '../errors.ts';
 
 export type ToProcessor =
@@ -37,7 +37,14 @@ export type FromProcessor =
       lineCount: number;
       payloads: unknown[];
     }
-  | { t: 'done'; seq: number; outputs: Record<string, EncodedOutput>; counters: Record<string, number> }
+  | {
+      t: 'done';
+      seq: number;
+      outputs: Record<string, EncodedOutput>;
+      /** Only with ProcessorOptions.capture: every output's records, dead letters under `dead`. */
+      records?: Record<string, Rec[]>;
+      counters: Record<string, number>;
+    }
   | { t: 'reply'; id: number; reply: unknown };
 
 export interface SerializedError {

@@ -67,6 +67,13 @@ export interface OrderedStep {
   apply?(input: Batch, ctx: StepContext, decision: Decision): void;
   /** Handles a message the sequencer broadcast to every worker; the reply goes back to it. */
   command?(message: unknown): unknown;
+  /**
+   * State that must survive a restart (e.g. open windows), structured-cloneable. Only a service
+   * checkpoints; it runs one processor, so this is the whole state of the step.
+   */
+  snapshot?(): unknown;
+  /** Replaces the state with one that {@link snapshot} returned. */
+  restore?(state: unknown): void;
 }
 
 /** What an ordered step's `apply` gets besides the records that passed. */
@@ -94,6 +101,14 @@ export interface Sequencer {
   gather?(message: unknown, replies: unknown[]): Rec[];
   /** The broadcast that ends the input (e.g. "close every window"). */
   finish?(): unknown;
+  /**
+   * A broadcast whose gathered records show what is still open (e.g. windows not yet closed),
+   * without changing any state; a service answers queries with it.
+   */
+  preview?(): unknown;
+  /** Ordering state that must survive a restart (e.g. seen keys, the watermark). */
+  snapshot?(): unknown;
+  restore?(state: unknown): void;
 }
 
 export const verdictOf = (slot: number, outcome: number): number => (slot << 8) | (outcome + 1);
@@ -125,9 +140,19 @@ export interface TransformSpec<C> {
   tables?(config: C): string[];
   /** Named outputs the step emits to, for sinks to subscribe. */
   outputs?(config: C, stepId: string): string[];
+  /** For a step whose output rows are per time window and key: how to read them (for queries). */
+  windowed?(config: C, stepId: string): WindowedOutput;
   create(config: C, env: StepEnv): Step;
   /** Main-thread half, for ordered steps. */
   sequencer?(config: C, stepId: string): Sequencer;
+}
+
+export interface WindowedOutput {
+  output: string;
+  /** Row field holding the window start (ISO 8601 text or epoch milliseconds). */
+  startField: string;
+  /** Row fields that, with the start, identify a row. */
+  keys: string[];
 }
 
 /** A unit of input handed to a worker: whole records only. */
@@ -187,12 +212,23 @@ export interface SinkWriter {
   commit(): Promise<void>;
   /** Discard everything written by this run. */
   abort(): Promise<void>;
+  /**
+   * In append mode, after commit: a position in the target (a file's size) that a later `open`
+   * may pass back as `append.truncateTo`.
+   */
+  position?(): number | undefined;
 }
 
 export interface SinkEnv {
   /** Directory that relative output paths resolve against (`--out`). */
   readonly outDir: string;
   readonly sinkId: string;
+  /**
+   * A service delivers small batches to a long-lived target: add to it instead of replacing it.
+   * `truncateTo` first cuts the target back to a position recorded after an earlier commit, so a
+   * batch written but not recorded before a crash is not written twice.
+   */
+  readonly append?: { truncateTo?: number };
 }
 
 export interface SinkSpec<C> {

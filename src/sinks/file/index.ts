@@ -1,9 +1,21 @@
 /**
  * `file`: NDJSON or CSV, optionally gzip. Output goes to a temporary file beside the target and
  * is renamed into place only when the run succeeds, so an interrupted or failed run never leaves
- * a half-written file.
+ * a half-written file. In append mode (`sluice serve`) batches are added to the target itself
+ * (gzip as one member per batch, which gzip readers concatenate) and fsynced at each commit.
  */
-import { createWriteStream, mkdirSync, rmSync, type WriteStream } from 'node:fs';
+import {
+  closeSync,
+  createWriteStream,
+  existsSync,
+  fsyncSync,
+  mkdirSync,
+  openSync,
+  rmSync,
+  statSync,
+  truncateSync,
+  type WriteStream,
+} from 'node:fs';
 import { rename } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import { once } from 'node:events';
@@ -45,17 +57,34 @@ function targetOf(config: FileSinkConfig, env: SinkEnv): string {
 class FileWriter implements SinkWriter {
   readonly #target: string;
   readonly #tmp: string;
+  /** Append mode: the target's size before this writer, to cut back to on abort. */
+  readonly #appendFrom: number | undefined;
+  #position: number | undefined;
   readonly #file: WriteStream;
   readonly #out: WriteStream | Gzip;
   #error: Error | undefined;
   /** Rejects on the first stream error, so a wait for 'drain' cannot hang on a dead stream. */
   readonly #failed: Promise<never>;
 
-  constructor(target: string, gzip: boolean, header: string | undefined) {
+  constructor(
+    target: string,
+    gzip: boolean,
+    header: string | undefined,
+    append: SinkEnv['append'] | undefined,
+  ) {
     this.#target = target;
-    this.#tmp = `${target}.${process.pid}.tmp`;
     mkdirSync(dirname(target), { recursive: true });
-    this.#file = createWriteStream(this.#tmp);
+    if (append) {
+      let size = existsSync(target) ? statSync(target).size : 0;
+      if (append.truncateTo !== undefined && size > append.truncateTo) {
+        truncateSync(target, append.truncateTo);
+        size = append.truncateTo;
+      }
+      this.#appendFrom = size;
+      if (size > 0) header = undefined;
+    }
+    this.#tmp = append ? target : `${target}.${process.pid}.tmp`;
+    this.#file = createWriteStream(this.#tmp, { flags: append ? 'a' : 'w' });
     this.#out = gzip ? createGzip() : this.#file;
     if (this.#out !== this.#file) this.#out.pipe(this.#file);
     this.#failed = new Promise<never>((_, reject) => {
@@ -92,6 +121,23 @@ class FileWriter implements SinkWriter {
     this.#out.end();
     await Promise.race([closed, this.#failed]).catch(() => {});
     this.#check();
+    if (this.#appendFrom !== undefined) {
+      try {
+        const fd = openSync(this.#target, 'r+');
+        fsyncSync(fd);
+        closeSync(fd);
+        this.#position = statSync(this.#target).size;
+      } catch (err) {
+        throw new SluiceError(
+          'SLUICE_ERR_SINK_WRITE',
+          `syncing ${this.#target} failed: ${(err as Error).message}`,
+          {
+            cause: err,
+          },
+        );
+      }
+      return;
+    }
     try {
       await rename(this.#tmp, this.#target);
     } catch (err) {
@@ -106,7 +152,12 @@ class FileWriter implements SinkWriter {
   async abort(): Promise<void> {
     this.#out.destroy();
     this.#file.destroy();
-    rmSync(this.#tmp, { force: true });
+    if (this.#appendFrom === undefined) rmSync(this.#tmp, { force: true });
+    else if (existsSync(this.#target)) truncateSync(this.#target, this.#appendFrom);
+  }
+
+  position(): number | undefined {
+    return this.#position;
   }
 }
 
@@ -137,6 +188,7 @@ export const fileSink: SinkSpec<FileSinkConfig> = {
       targetOf(config, env),
       config.gzip ?? false,
       config.format === 'csv' ? (config.columns ?? []).map(csvCell).join(',') + '\n' : undefined,
+      env.append,
     ),
   describe: (config, env) => targetOf(config, env),
 };

@@ -42,7 +42,7 @@ class SqliteWriter implements SinkWriter {
   readonly #insert: Database.Statement;
   readonly #path: string;
 
-  constructor(Driver: typeof Database, path: string, config: SqliteSinkConfig) {
+  constructor(Driver: typeof Database, path: string, config: SqliteSinkConfig, append: boolean) {
     this.#path = path;
     mkdirSync(dirname(path), { recursive: true });
     try {
@@ -53,7 +53,7 @@ class SqliteWriter implements SinkWriter {
       const types = config.columns ?? { record: 'JSON' };
       const table = quote(config.table);
       this.#db.exec('BEGIN IMMEDIATE');
-      if ((config.mode ?? 'replace') === 'replace') this.#db.exec(`DROP TABLE IF EXISTS ${table}`);
+      if (!append && (config.mode ?? 'replace') === 'replace') this.#db.exec(`DROP TABLE IF EXISTS ${table}`);
       this.#db.exec(
         `CREATE TABLE IF NOT EXISTS ${table} (${cols.map((c) => `${quote(c)} ${types[c]}`).join(', ')})`,
       );
@@ -119,6 +119,11 @@ export const sqliteSink: SinkSpec<SqliteSinkConfig> = {
   },
   // The native driver loads only where a writer opens (the main thread), never in workers.
   open: async (config, env) =>
-    new SqliteWriter((await import('better-sqlite3')).default, resolve(env.outDir, config.path), config),
+    new SqliteWriter(
+      (await import('better-sqlite3')).default,
+      resolve(env.outDir, config.path),
+      config,
+      env.append !== undefined,
+    ),
   describe: (config, env) => `${resolve(env.outDir, config.path)} (table ${config.table})`,
 };

@@ -180,7 +180,11 @@ async function* lineChunks(stream: Readable, chunkBytes: number, maxRecord: numb
  * A top-level JSON array, cut between elements. A small scanner tracks strings and nesting; the
  * elements themselves are parsed (and rejected if malformed) in the workers.
  */
-async function* jsonArrayChunks(stream: Readable, chunkBytes: number, where: string): AsyncGenerator<Chunk> {
+export async function* jsonArrayChunks(
+  stream: Readable,
+  chunkBytes: number,
+  where: string,
+): AsyncGenerator<Chunk> {
   let buf: Buffer = Buffer.alloc(0);
   let scan = 0;
   let started = false;

@@ -7,7 +7,7 @@ import { hashString } from '../../core/hash.ts';
 import type { Batch, OrderedStep, Rec, Sequencer, TransformSpec } from '../../core/types.ts';
 import { verdictOf } from '../../core/types.ts';
 import { fieldReader } from '../../core/fields.ts';
-import { KeySet } from './key-set.ts';
+import { KeySet, type KeySetState } from './key-set.ts';
 
 export interface DedupeConfig {
   type: 'dedupe';
@@ -82,7 +82,15 @@ class DedupeStep implements OrderedStep {
 }
 
 class DedupeSequencer implements Sequencer {
-  readonly #seen = new KeySet();
+  #seen = new KeySet();
+
+  snapshot(): KeySetState {
+    return this.#seen.snapshot();
+  }
+
+  restore(state: unknown): void {
+    this.#seen = KeySet.from(state as KeySetState);
+  }
 
   decide(payload: unknown, verdicts: Uint16Array, slot: number): undefined {
     const { text, ends, hashes } = payload as KeysPayload;

@@ -4,6 +4,14 @@
  * ~100 MB as a JavaScript Set of strings, with no per-key objects for the GC to trace. Keys with
  * characters above U+00FF (rare for ids) go to a plain Set.
  */
+/** A key set's contents, compact and structured-cloneable (typed arrays, no per-key objects). */
+export interface KeySetState {
+  arena: Uint8Array;
+  lengths: Uint32Array;
+  hashes: Uint32Array;
+  wide: string[];
+}
+
 export class KeySet {
   #arena = new Uint8Array(1 << 16);
   #used = 0;
@@ -13,6 +21,46 @@ export class KeySet {
   #count = 0;
   #slots = new Int32Array(2048);
   readonly #wide = new Set<string>();
+
+  /** Rebuilds a set from {@link snapshot}; the index is recomputed from the stored hashes. */
+  static from(state: KeySetState): KeySet {
+    const set = new KeySet();
+    const count = state.lengths.length;
+    let capacity = 1024;
+    while (capacity < count) capacity *= 2;
+    set.#arena = new Uint8Array(Math.max(1 << 16, state.arena.length));
+    set.#arena.set(state.arena);
+    set.#used = state.arena.length;
+    set.#offsets = new Uint32Array(capacity);
+    set.#lengths = new Uint32Array(capacity);
+    set.#hashes = new Uint32Array(capacity);
+    set.#lengths.set(state.lengths);
+    set.#hashes.set(state.hashes);
+    for (let e = 0, off = 0; e < count; e++) {
+      set.#offsets[e] = off;
+      off += state.lengths[e]!;
+    }
+    set.#count = count;
+    let slots = 2048;
+    while (count * 2 > slots) slots *= 2;
+    set.#slots = new Int32Array(slots / 2);
+    set.#rehash();
+    for (const key of state.wide) set.#wide.add(key);
+    return set;
+  }
+
+  /**
+   * The keys in insertion order. Entries are stored contiguously in the arena, so offsets need not
+   * be saved.
+   */
+  snapshot(): KeySetState {
+    return {
+      arena: this.#arena.slice(0, this.#used),
+      lengths: this.#lengths.slice(0, this.#count),
+      hashes: this.#hashes.slice(0, this.#count),
+      wide: [...this.#wide],
+    };
+  }
 
   get size(): number {
     return this.#count + this.#wide.size;

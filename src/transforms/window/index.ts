@@ -60,10 +60,17 @@ function geometry(config: WindowConfig): Geometry {
 const LATE = 0;
 const NO_TIME = 1;
 
-/** Close messages: every window whose `start + size + lateness <= upTo` is final. */
+/**
+ * Close messages: every window whose `start + size + lateness <= upTo` is final. With `keep`, the
+ * windows are only reported (a preview of open windows) and stay open.
+ */
 interface CloseMessage {
   upTo: number;
+  keep?: boolean;
 }
+
+/** Open windows as a snapshot: [start, [[group key, state]]]. */
+type OpenState = [number, [string, AccState][]][];
 
 /** A worker's partial states for closed windows: [start, group key, state]. */
 type Partials = [number, string, AccState][];
@@ -151,15 +158,28 @@ class WindowStep implements OrderedStep {
   }
 
   command(message: unknown): Partials {
-    const { upTo } = message as CloseMessage;
+    const { upTo, keep } = message as CloseMessage;
     const { size, lateness } = this.#g;
     const out: Partials = [];
     for (const [start, groups] of this.#open) {
       if (start + size + lateness > upTo) continue;
       for (const [key, acc] of groups) out.push([start, key, this.#agg.serialize(acc)]);
-      this.#open.delete(start);
+      if (!keep) this.#open.delete(start);
     }
     return out;
+  }
+
+  snapshot(): OpenState {
+    return [...this.#open].map(([start, groups]) => [
+      start,
+      [...groups].map(([key, acc]): [string, AccState] => [key, this.#agg.serialize(acc)]),
+    ]);
+  }
+
+  restore(state: unknown): void {
+    this.#open.clear();
+    for (const [start, groups] of state as OpenState)
+      this.#open.set(start, new Map(groups.map(([key, s]) => [key, this.#agg.deserialize(s)])));
   }
 }
 
@@ -216,6 +236,26 @@ class WindowSequencer implements Sequencer {
 
   finish(): CloseMessage | undefined {
     return this.#open.size > 0 ? this.#close(Infinity) : undefined;
+  }
+
+  preview(): CloseMessage {
+    return { upTo: Infinity, keep: true };
+  }
+
+  snapshot(): { watermark: number; open: number[] } {
+    return { watermark: this.#watermark, open: [...this.#open] };
+  }
+
+  restore(state: unknown): void {
+    const { watermark, open } = state as { watermark: number; open: number[] };
+    const { size, lateness } = this.#g;
+    this.#watermark = watermark;
+    this.#open.clear();
+    this.#minClose = Infinity;
+    for (const start of open) {
+      this.#open.add(start);
+      this.#minClose = Math.min(this.#minClose, start + size + lateness);
+    }
   }
 
   #close(upTo: number): CloseMessage {
@@ -331,6 +371,11 @@ export const windowTransform: TransformSpec<WindowConfig> & ComponentExtras<Wind
     },
   },
   outputs: (config, stepId) => [config.output ?? stepId],
+  windowed: (config, stepId) => ({
+    output: config.output ?? stepId,
+    startField: config.start_field ?? 'window_start',
+    keys: config.group_by ?? [],
+  }),
   check: (config) => {
     for (const key of ['size', 'hop', 'allowed_lateness'] as const) {
       const value = config[key];

@@ -1,0 +1,313 @@
+/**
+ * The service config (`sluice serve sluice.yaml`): where to listen, the store, limits, and the
+ * tenants with their API keys (SHA-256 hashes only) and pipelines (the engine's pipeline files).
+ * Errors name file, line, column and key path, as pipeline errors do.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { dirname, isAbsolute, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Ajv2020 } from 'ajv/dist/2020.js';
+import { checkSchema, loadPipeline, readConfigFile, type ResolvedPipeline } from '../core/config.ts';
+import { parseDuration } from '../helpers/time.ts';
+import { SluiceError } from '../errors.ts';
+
+export interface TenantLimits {
+  /** Token bucket refill rates; undefined means unlimited. */
+  eventsPerSecond: number | undefined;
+  bytesPerSecond: number | undefined;
+  /** Bucket capacity, in seconds of the rate. */
+  burstSeconds: number;
+}
+
+export interface TenantConfig {
+  id: string;
+  /** SHA-256 digests of the tenant's API keys. */
+  keyHashes: Buffer[];
+  limits: TenantLimits;
+  pipelines: Map<string, ResolvedPipeline>;
+}
+
+export interface ServiceConfig {
+  /** Absolute path of the config file; undefined for the embedded defaults. */
+  file: string | undefined;
+  listen: { host: string; port: number };
+  store: { path: string };
+  /** Where the pipelines' sinks write: `<outputs>/<tenant>/<pipeline>/`. */
+  outputsDir: string;
+  limits: {
+    bodyBytes: number;
+    inFlightBytes: number;
+    inFlightRequests: number;
+  };
+  checkpointIntervalMs: number;
+  deliveryIntervalMs: number;
+  shutdownTimeoutMs: number;
+  tenants: TenantConfig[];
+  /** Set for the embedded defaults: the demo key, to print. */
+  demoKey?: string;
+}
+
+const NAME = '^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$';
+const duration = { anyOf: [{ type: 'string' }, { type: 'number', minimum: 0 }] };
+
+export const serviceSchema = {
+  $schema: 'https://json-schema.org/draft/2020-12/schema',
+  title: 'sluice service config',
+  type: 'object',
+  required: ['tenants'],
+  additionalProperties: false,
+  properties: {
+    listen: {
+      type: 'object',
+      additionalProperties: false,
+      properties: {
+        host: { type: 'string', default: '127.0.0.1', description: 'Address to listen on.' },
+        port: { type: 'integer', minimum: 0, maximum: 65535, default: 8080 },
+      },
+    },
+    store: {
+      type: 'object',
+      additionalProperties: false,
+      properties: {
+        path: {
+          type: 'string',
+          default: 'data/sluice.db',
+          description: 'SQLite file, relative to the config file.',
+        },
+      },
+    },
+    outputs: {
+      type: 'string',
+      description:
+        "Directory the pipelines' sinks write under, relative to the config file (default: beside the store, `outputs`).",
+    },
+    limits: {
+      type: 'object',
+      additionalProperties: false,
+      properties: {
+        body_bytes: {
+          type: 'integer',
+          minimum: 1024,
+          default: 10485760,
+          description: 'Largest request body, after decompression too (413 above).',
+        },
+        in_flight_bytes: {
+          type: 'integer',
+          minimum: 1048576,
+          default: 67108864,
+          description: 'Bodies being processed or waiting to be durable; above it, 503 with Retry-After.',
+        },
+        in_flight_requests: {
+          type: 'integer',
+          minimum: 1,
+          default: 4096,
+          description: 'Ingest requests between arrival and answer; above it, 503 with Retry-After.',
+        },
+      },
+    },
+    checkpoint: {
+      type: 'object',
+      additionalProperties: false,
+      properties: {
+        interval: { ...duration, default: '10s', description: 'How often pipeline state is checkpointed.' },
+      },
+    },
+    sinks: {
+      type: 'object',
+      additionalProperties: false,
+      properties: {
+        interval: { ...duration, default: '200ms', description: 'How often sinks receive new records.' },
+      },
+    },
+    shutdown_timeout: { ...duration, default: '9s', description: 'Longest graceful shutdown.' },
+    tenants: {
+      type: 'object',
+      minProperties: 1,
+      propertyNames: { pattern: NAME },
+      additionalProperties: {
+        type: 'object',
+        required: ['api_keys', 'pipelines'],
+        additionalProperties: false,
+        properties: {
+          api_keys: {
+            type: 'array',
+            minItems: 1,
+            items: {
+              type: 'object',
+              required: ['sha256'],
+              additionalProperties: false,
+              properties: {
+                sha256: {
+                  type: 'string',
+                  pattern: '^[0-9a-f]{64}$',
+                  description: 'Hex SHA-256 of the key: `printf %s "$KEY" | sha256sum`.',
+                },
+                name: { type: 'string', description: 'What the key is for (never logged with the key).' },
+              },
+            },
+          },
+          limits: {
+            type: 'object',
+            additionalProperties: false,
+            properties: {
+              events_per_second: { type: 'number', exclusiveMinimum: 0 },
+              bytes_per_second: { type: 'number', exclusiveMinimum: 0 },
+              burst: { ...duration, default: '1s', description: 'Bucket size, as time at the rate.' },
+            },
+          },
+          pipelines: {
+            type: 'object',
+            minProperties: 1,
+            propertyNames: { pattern: NAME },
+            additionalProperties: { type: 'string', description: 'Pipeline file, relative to this file.' },
+          },
+        },
+      },
+    },
+  },
+} as const;
+
+let validator: ReturnType<Ajv2020['compile']> | undefined;
+
+function validate(): ReturnType<Ajv2020['compile']> {
+  validator ??= new Ajv2020({
+    allErrors: true,
+    strict: true,
+    strictRequired: false,
+    allowUnionTypes: true,
+  }).compile(serviceSchema);
+  return validator;
+}
+
+interface RawService {
+  listen?: { host?: string; port?: number };
+  store?: { path?: string };
+  outputs?: string;
+  limits?: { body_bytes?: number; in_flight_bytes?: number; in_flight_requests?: number };
+  checkpoint?: { interval?: string | number };
+  sinks?: { interval?: string | number };
+  shutdown_timeout?: string | number;
+  tenants: Record<
+    string,
+    {
+      api_keys: { sha256: string; name?: string }[];
+      limits?: { events_per_second?: number; bytes_per_second?: number; burst?: string | number };
+      pipelines: Record<string, string>;
+    }
+  >;
+}
+
+export function sha256(key: string): Buffer {
+  return createHash('sha256').update(key, 'utf8').digest();
+}
+
+function durationAt(
+  value: string | number | undefined,
+  fallback: string,
+  file: string,
+  path: string,
+): number {
+  const ms = parseDuration(value ?? fallback);
+  if (!Number.isFinite(ms) || ms <= 0)
+    throw new SluiceError(
+      'SLUICE_ERR_CONFIG_INVALID',
+      `${path}: ${JSON.stringify(value)} is not a duration`,
+      {
+        hint: 'Write durations like 10s, 500ms or 1m.',
+        location: { file, path },
+      },
+    );
+  return ms;
+}
+
+/** A pipeline for the service: its events come from HTTP, whatever source the file names. */
+function servicePipeline(file: string): ResolvedPipeline {
+  const p = loadPipeline(file);
+  const maxRecord = (p.source as { max_record_bytes?: number }).max_record_bytes;
+  return { ...p, source: { type: 'http', ...(maxRecord ? { max_record_bytes: maxRecord } : {}) } };
+}
+
+function resolveService(raw: RawService, file: string | undefined, base: string): ServiceConfig {
+  const where = file ?? '(embedded defaults)';
+  const rel = (p: string): string => (isAbsolute(p) ? p : resolve(base, p));
+  const storePath = rel(raw.store?.path ?? 'data/sluice.db');
+  const seen = new Map<string, string>();
+  const tenants = Object.entries(raw.tenants).map(([id, t]): TenantConfig => {
+    t.api_keys.forEach((k, i) => {
+      const other = seen.get(k.sha256);
+      if (other)
+        throw new SluiceError(
+          'SLUICE_ERR_CONFIG_INVALID',
+          `tenants.${id}.api_keys[${i}]: the same key is also configured for tenant ${other}`,
+          {
+            hint: 'Give every tenant its own keys.',
+            location: { file: where, path: `tenants.${id}.api_keys[${i}]` },
+          },
+        );
+      seen.set(k.sha256, id);
+    });
+    const pipelines = new Map<string, ResolvedPipeline>();
+    for (const [name, path] of Object.entries(t.pipelines)) pipelines.set(name, servicePipeline(rel(path)));
+    const rate = (v: number | undefined): number | undefined => v;
+    return {
+      id,
+      keyHashes: t.api_keys.map((k) => Buffer.from(k.sha256, 'hex')),
+      limits: {
+        eventsPerSecond: rate(t.limits?.events_per_second),
+        bytesPerSecond: rate(t.limits?.bytes_per_second),
+        burstSeconds: durationAt(t.limits?.burst, '1s', where, `tenants.${id}.limits.burst`) / 1000,
+      },
+      pipelines,
+    };
+  });
+  return {
+    file,
+    listen: { host: raw.listen?.host ?? '127.0.0.1', port: raw.listen?.port ?? 8080 },
+    store: { path: storePath },
+    outputsDir: raw.outputs ? rel(raw.outputs) : join(dirname(storePath), 'outputs'),
+    limits: {
+      bodyBytes: raw.limits?.body_bytes ?? 10 * 1024 * 1024,
+      inFlightBytes: raw.limits?.in_flight_bytes ?? 64 * 1024 * 1024,
+      inFlightRequests: raw.limits?.in_flight_requests ?? 4096,
+    },
+    checkpointIntervalMs: durationAt(raw.checkpoint?.interval, '10s', where, 'checkpoint.interval'),
+    deliveryIntervalMs: durationAt(raw.sinks?.interval, '200ms', where, 'sinks.interval'),
+    shutdownTimeoutMs: durationAt(raw.shutdown_timeout, '9s', where, 'shutdown_timeout'),
+    tenants,
+  };
+}
+
+/** Reads and checks a service config, loading (but not compiling) every pipeline it names. */
+export function loadServiceConfig(file: string): ServiceConfig {
+  const { abs, data, locate } = readConfigFile(file, {
+    what: 'service config',
+    shape: 'a mapping with tenants (and optionally listen, store, limits)',
+  });
+  checkSchema(validate(), serviceSchema as unknown as Record<string, unknown>, data, locate);
+  return resolveService(data as unknown as RawService, abs, dirname(abs));
+}
+
+const PACKAGE_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
+
+/**
+ * `npm start`: one demo tenant running the payments example, the store under ./data. The demo key
+ * is random, made on first start and kept in data/demo-api-key (mode 600).
+ */
+export function embeddedConfig(dataDir: string): ServiceConfig {
+  const keyFile = join(dataDir, 'demo-api-key');
+  mkdirSync(dataDir, { recursive: true });
+  if (!existsSync(keyFile))
+    writeFileSync(keyFile, `sk_demo_${randomBytes(18).toString('base64url')}\n`, { mode: 0o600 });
+  const key = readFileSync(keyFile, 'utf8').trim();
+  const raw: RawService = {
+    store: { path: join(dataDir, 'sluice.db') },
+    tenants: {
+      demo: {
+        api_keys: [{ sha256: sha256(key).toString('hex'), name: 'demo' }],
+        pipelines: { payments: join(PACKAGE_ROOT, 'examples', 'payments', 'pipeline.yaml') },
+      },
+    },
+  };
+  return { ...resolveService(raw, undefined, process.cwd()), demoKey: key };
+}

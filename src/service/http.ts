@@ -1,0 +1,373 @@
+/**
+ * The HTTP API of `sluice serve` on Fastify (docs/http-api.md, /openapi.json). Every error is an
+ * RFC 9457 problem document carrying the catalogue's code; bodies are read as raw bytes and
+ * decoded by the http source, so a bad record never fails the whole request.
+ */
+import { randomUUID } from 'node:crypto';
+import Fastify, {
+  LogController,
+  type FastifyBaseLogger,
+  type FastifyInstance,
+  type FastifyReply,
+  type FastifyRequest,
+} from 'fastify';
+import { ERRORS, SluiceError, type ErrorCode } from '../errors.ts';
+import { bodyFormat, inflate, jsonBounds } from '../sources/http/index.ts';
+import { openApiDocument } from './openapi.ts';
+import type { PipelineRuntime } from './runtime.ts';
+import type { Service, Tenant } from './service.ts';
+
+const DOCS = 'https://github.com/sluice-dev/sluice/blob/main/docs/errors.md';
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    tenant?: Tenant;
+    startedAt: number;
+  }
+}
+
+interface PipelineParams {
+  pipeline: string;
+}
+
+function problem(reply: FastifyReply, err: SluiceError, extra: Record<string, unknown> = {}): FastifyReply {
+  const spec = ERRORS[err.code] as { status?: number; title: string };
+  const status = spec.status ?? 500;
+  return reply
+    .code(status)
+    .type('application/problem+json')
+    .send({
+      type: `${DOCS}#${err.code.toLowerCase()}`,
+      title: spec.title,
+      status,
+      detail: err.message,
+      code: err.code,
+      hint: err.hint,
+      instance: reply.request.url,
+      request_id: reply.request.id,
+      ...extra,
+    });
+}
+
+/** Fastify's own errors, in the catalogue's terms. */
+function fromFastify(err: Error & { code?: string; statusCode?: number }): SluiceError {
+  if (err instanceof SluiceError) return err;
+  const as = (code: ErrorCode, message = err.message): SluiceError => new SluiceError(code, message);
+  switch (err.code) {
+    case 'FST_ERR_CTP_BODY_TOO_LARGE':
+      return as('SLUICE_ERR_BODY_TOO_LARGE', 'the body is larger than limits.body_bytes');
+    case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
+    case 'FST_ERR_CTP_INVALID_CONTENT_LENGTH':
+      return as('SLUICE_ERR_UNSUPPORTED_MEDIA_TYPE');
+    case 'FST_ERR_CTP_EMPTY_JSON_BODY':
+      return as('SLUICE_ERR_BODY_MALFORMED');
+  }
+  if (err.statusCode === 400) return as('SLUICE_ERR_BAD_REQUEST');
+  if (err.statusCode === 413) return as('SLUICE_ERR_BODY_TOO_LARGE');
+  if (err.statusCode === 415) return as('SLUICE_ERR_UNSUPPORTED_MEDIA_TYPE');
+  if (err.statusCode === 503) return as('SLUICE_ERR_SHUTTING_DOWN');
+  return new SluiceError('SLUICE_ERR_INTERNAL', 'the request failed inside the service', { cause: err });
+}
+
+/** An instant as epoch ms, from an RFC 3339 time or a number of milliseconds. */
+function instant(name: string, v: unknown): number | undefined {
+  if (v === undefined || v === '') return undefined;
+  const s = String(v);
+  const ms = /^-?\d+$/.test(s) ? Number(s) : Date.parse(s);
+  if (!Number.isFinite(ms))
+    throw new SluiceError(
+      'SLUICE_ERR_BAD_REQUEST',
+      `${name}=${JSON.stringify(s)} is not an RFC 3339 time or epoch milliseconds`,
+    );
+  return ms;
+}
+
+function limitOf(v: unknown, fallback: number, max: number): number {
+  if (v === undefined || v === '') return fallback;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1 || n > max)
+    throw new SluiceError('SLUICE_ERR_BAD_REQUEST', `limit must be an integer from 1 to ${max}`);
+  return n;
+}
+
+function encodeCursor(v: unknown): string {
+  return Buffer.from(JSON.stringify(v)).toString('base64url');
+}
+
+function decodeCursor(v: unknown): unknown {
+  if (v === undefined || v === '') return undefined;
+  try {
+    return JSON.parse(Buffer.from(String(v), 'base64url').toString('utf8')) as unknown;
+  } catch {
+    throw new SluiceError('SLUICE_ERR_BAD_REQUEST', 'cursor is not one this API returned');
+  }
+}
+
+/** Counts records without parsing: lines for NDJSON (as the decoder counts them), bounds for JSON. */
+function recordCount(body: Buffer, bounds: Int32Array | null): number {
+  if (bounds) return bounds.length / 2;
+  let n = 0;
+  for (let at = body.indexOf(10); at >= 0; at = body.indexOf(10, at + 1)) n++;
+  if (body.length > 0 && body[body.length - 1] !== 10) n++;
+  return n;
+}
+
+export function buildApp(service: Service): FastifyInstance {
+  const { limits } = service.config;
+  const app = Fastify({
+    loggerInstance: service.log as FastifyBaseLogger,
+    // Two log lines per request would cost more than the request; errors are logged below.
+    logController: new LogController({ disableRequestLogging: true }),
+    bodyLimit: limits.bodyBytes,
+    requestIdHeader: 'x-request-id',
+    genReqId: () => randomUUID(),
+    return503OnClosing: true,
+    forceCloseConnections: 'idle',
+  });
+
+  // Bodies stay raw bytes: the http source decodes them (and decides what is malformed).
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser('*', { parseAs: 'buffer' }, (_req, body, done) => done(null, body));
+
+  app.decorateRequest('tenant', undefined);
+  app.decorateRequest('startedAt', 0);
+  app.addHook('onRequest', async (req, reply) => {
+    req.startedAt = performance.now();
+    reply.header('x-request-id', req.id);
+  });
+  app.addHook('onResponse', async (req, reply) => {
+    service.metrics.requests.observe(
+      { method: req.method, route: req.routeOptions.url ?? 'unmatched', status: String(reply.statusCode) },
+      (performance.now() - req.startedAt) / 1000,
+    );
+  });
+
+  app.setErrorHandler((error, req, reply) => {
+    const err = fromFastify(error as Error & { code?: string; statusCode?: number });
+    const status = (ERRORS[err.code] as { status?: number }).status ?? 500;
+    if (status >= 500) req.log.error({ err: error, reqId: req.id }, err.message);
+    else req.log.debug({ code: err.code, reqId: req.id }, err.message);
+    service.metrics.rejectedRequests.inc({ tenant: req.tenant?.config.id ?? '', code: err.code });
+    if (
+      err.code === 'SLUICE_ERR_OVERLOADED' ||
+      err.code === 'SLUICE_ERR_SHUTTING_DOWN' ||
+      err.code === 'SLUICE_ERR_STORE'
+    )
+      reply.header('retry-after', '1');
+    return problem(reply, err);
+  });
+  app.setNotFoundHandler((req, reply) =>
+    problem(
+      reply,
+      new SluiceError('SLUICE_ERR_NOT_FOUND', `no route ${req.method} ${req.url.split('?')[0]}`),
+    ),
+  );
+
+  const pipelineOf = (req: FastifyRequest): PipelineRuntime => {
+    const tenant = service.authenticate(req.headers.authorization);
+    if (!tenant)
+      throw new SluiceError(
+        'SLUICE_ERR_UNAUTHORIZED',
+        req.headers.authorization ? 'the API key is not valid' : 'no Authorization: Bearer header',
+      );
+    req.tenant = tenant;
+    const name = (req.params as PipelineParams).pipeline;
+    const runtime = tenant.pipelines.get(name);
+    // The same answer whether the pipeline does not exist or belongs to another tenant.
+    if (!runtime) throw new SluiceError('SLUICE_ERR_NOT_FOUND', `no pipeline ${JSON.stringify(name)}`);
+    return runtime;
+  };
+
+  app.get('/healthz', async () => ({ status: 'ok' }));
+  app.get('/readyz', async (_req, reply) => {
+    if (service.ready) return { status: 'ready' };
+    return reply.code(503).header('retry-after', '1').send({ status: service.state });
+  });
+  app.get('/metrics', async (_req, reply) => {
+    reply.type(service.metrics.registry.contentType);
+    return service.metrics.registry.metrics();
+  });
+  app.get('/openapi.json', async () => openApiDocument());
+
+  // Refuse early, before the body is read, when the service is behind or stopping.
+  const admitIngest = async (req: FastifyRequest): Promise<void> => {
+    const declared = Number(req.headers['content-length'] ?? 0);
+    const refusal = service.admit(Number.isFinite(declared) ? declared : 0);
+    if (refusal) throw refusal;
+  };
+
+  app.post<{ Params: PipelineParams }>(
+    '/v1/pipelines/:pipeline/events',
+    { onRequest: admitIngest },
+    async (req, reply) => {
+      const runtime = pipelineOf(req);
+      const raw = (req.body as Buffer | undefined) ?? Buffer.alloc(0);
+      const refusal = service.admit(raw.length);
+      if (refusal) throw refusal;
+      const release = service.track(raw.length);
+      try {
+        const format = bodyFormat(req.headers['content-type']);
+        if (!format)
+          throw new SluiceError(
+            'SLUICE_ERR_UNSUPPORTED_MEDIA_TYPE',
+            `Content-Type ${JSON.stringify(req.headers['content-type'] ?? '')} is not application/json or application/x-ndjson`,
+          );
+        const encoding = String(req.headers['content-encoding'] ?? 'identity').toLowerCase();
+        if (encoding !== 'identity' && encoding !== 'gzip' && encoding !== 'x-gzip')
+          throw new SluiceError(
+            'SLUICE_ERR_UNSUPPORTED_MEDIA_TYPE',
+            `Content-Encoding ${encoding} is not gzip`,
+          );
+        const gzip = encoding !== 'identity';
+        const body = gzip ? await inflate(raw, limits.bodyBytes) : raw;
+        const bounds = format === 'json' ? await jsonBounds(body) : null;
+        const tenant = req.tenant!;
+        const verdict = tenant.limiter.take(recordCount(body, bounds), body.length);
+        if (!verdict.ok) {
+          if (verdict.tooBig)
+            throw new SluiceError(
+              'SLUICE_ERR_RATE_LIMITED',
+              `the request holds more ${verdict.limit} than the tenant's whole burst allows; split it`,
+              { hint: 'Send smaller requests; the burst is the rate times limits.burst.' },
+            );
+          reply.header('retry-after', String(verdict.retryAfter));
+          throw new SluiceError(
+            'SLUICE_ERR_RATE_LIMITED',
+            `tenant ${tenant.config.id} is over its ${verdict.limit} rate; retry in ${verdict.retryAfter} s`,
+          );
+        }
+        // The pipeline may have been swapped by a reload while the body was decoded.
+        const current = tenant.pipelines.get(runtime.spec.name) ?? runtime;
+        const readAt = performance.now();
+        const { answer, durable } = current.ingest(
+          { raw, gzip, body, bounds },
+          { requestId: req.id, receivedMs: Date.now() },
+        );
+        service.noteLogged(current, raw.length);
+        await durable;
+        service.metrics.ingestToDurable.observe(
+          { tenant: tenant.config.id, pipeline: runtime.spec.name },
+          (performance.now() - readAt) / 1000,
+        );
+        return reply.code(202).send(answer);
+      } finally {
+        release();
+      }
+    },
+  );
+
+  app.get<{ Params: PipelineParams; Querystring: Record<string, string> }>(
+    '/v1/pipelines/:pipeline/windows',
+    async (req) => {
+      const runtime = pipelineOf(req);
+      const { from, to, limit, cursor, output, ...filters } = req.query;
+      const w =
+        output === undefined ? runtime.windowed[0] : runtime.windowed.find((x) => x.output === output);
+      if (!w)
+        throw new SluiceError(
+          runtime.windowed.length === 0 ? 'SLUICE_ERR_NOT_FOUND' : 'SLUICE_ERR_BAD_REQUEST',
+          runtime.windowed.length === 0
+            ? `pipeline ${runtime.spec.name} has no window step`
+            : `output=${JSON.stringify(output)} is not a window output; this pipeline has ${runtime.windowed.map((x) => x.output).join(', ')}`,
+        );
+      for (const key of Object.keys(filters))
+        if (!w.keys.includes(key))
+          throw new SluiceError(
+            'SLUICE_ERR_BAD_REQUEST',
+            `unknown parameter ${JSON.stringify(key)}; filters are the window's group_by fields: ${w.keys.join(', ') || '(none)'}`,
+          );
+      const after = decodeCursor(cursor) as [number, string] | undefined;
+      if (
+        after !== undefined &&
+        !(Array.isArray(after) && typeof after[0] === 'number' && typeof after[1] === 'string')
+      )
+        throw new SluiceError('SLUICE_ERR_BAD_REQUEST', 'cursor is not one this API returned');
+      const page = runtime.windows({
+        output: w,
+        fromMs: instant('from', from),
+        toMs: instant('to', to),
+        keys: filters,
+        limit: limitOf(limit, 100, 10_000),
+        after,
+      });
+      return { items: page.items, next_cursor: page.next ? encodeCursor(page.next) : null };
+    },
+  );
+
+  app.get<{ Params: PipelineParams; Querystring: Record<string, string> }>(
+    '/v1/pipelines/:pipeline/dead-letters',
+    async (req) => {
+      const runtime = pipelineOf(req);
+      const { reason, from, to, limit, cursor, ...rest } = req.query;
+      const unknown = Object.keys(rest);
+      if (unknown.length > 0)
+        throw new SluiceError(
+          'SLUICE_ERR_BAD_REQUEST',
+          `unknown parameter ${JSON.stringify(unknown[0])}; use reason, from, to, limit, cursor`,
+        );
+      const after = decodeCursor(cursor) ?? 0;
+      if (typeof after !== 'number')
+        throw new SluiceError('SLUICE_ERR_BAD_REQUEST', 'cursor is not one this API returned');
+      const page = runtime.deadLetters({
+        reason: reason || undefined,
+        fromMs: instant('from', from),
+        toMs: instant('to', to),
+        limit: limitOf(limit, 100, 10_000),
+        after,
+      });
+      return { items: page.items, next_cursor: page.next !== undefined ? encodeCursor(page.next) : null };
+    },
+  );
+
+  app.post<{ Params: PipelineParams }>('/v1/pipelines/:pipeline/dead-letters/replay', async (req, reply) => {
+    const runtime = pipelineOf(req);
+    const refusal = service.admit(0);
+    if (refusal) throw refusal;
+    const raw = (req.body as Buffer | undefined) ?? Buffer.alloc(0);
+    let q: Record<string, unknown>;
+    try {
+      q = raw.length === 0 ? {} : (JSON.parse(raw.toString('utf8')) as Record<string, unknown>);
+    } catch (err) {
+      throw new SluiceError('SLUICE_ERR_BODY_MALFORMED', `the body is not JSON: ${(err as Error).message}`);
+    }
+    if (q === null || typeof q !== 'object' || Array.isArray(q))
+      throw new SluiceError('SLUICE_ERR_BODY_MALFORMED', 'the body must be a JSON object');
+    const allowed = ['ids', 'reason', 'from', 'to', 'limit'];
+    const unknown = Object.keys(q).filter((k) => !allowed.includes(k));
+    if (unknown.length > 0)
+      throw new SluiceError(
+        'SLUICE_ERR_BAD_REQUEST',
+        `unknown field ${JSON.stringify(unknown[0])}; use ${allowed.join(', ')}`,
+      );
+    const ids = q.ids;
+    if (
+      ids !== undefined &&
+      !(Array.isArray(ids) && ids.length <= 10_000 && ids.every((x) => Number.isSafeInteger(x)))
+    )
+      throw new SluiceError(
+        'SLUICE_ERR_BAD_REQUEST',
+        'ids must be an array of at most 10000 dead-letter ids',
+      );
+    if (q.reason !== undefined && typeof q.reason !== 'string')
+      throw new SluiceError('SLUICE_ERR_BAD_REQUEST', 'reason must be a string');
+    const release = service.track(0);
+    try {
+      const result = runtime.replay(
+        {
+          ids: ids as number[] | undefined,
+          reason: q.reason as string | undefined,
+          fromMs: instant('from', q.from),
+          toMs: instant('to', q.to),
+          limit: limitOf(q.limit, 1000, 10_000),
+        },
+        { requestId: req.id, receivedMs: Date.now() },
+      );
+      await result.durable;
+      return reply.code(200).send({ ...result.answer, skipped: result.skipped });
+    } finally {
+      release();
+    }
+  });
+
+  return app;
+}

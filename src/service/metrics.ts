@@ -1,0 +1,119 @@
+/**
+ * Prometheus metrics of `sluice serve`, on a registry of their own (so tests and embedders can run
+ * several services in one process). Label sets stay small: tenant, pipeline, and a reason, sink or
+ * route; never anything from a request body.
+ */
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+const TP = ['tenant', 'pipeline'] as const;
+
+/** Sub-millisecond to seconds: the service's p50 is well under a millisecond. */
+const LATENCY_BUCKETS = [
+  0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512, 1, 2, 5,
+];
+
+export function createMetrics() {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: 'sluice_process_', eventLoopMonitoringPrecision: 10 });
+  const m = {
+    registry,
+    received: new Counter({
+      name: 'sluice_events_received_total',
+      help: 'Events received in accepted requests (every record of the body, good or bad).',
+      labelNames: TP,
+      registers: [registry],
+    }),
+    accepted: new Counter({
+      name: 'sluice_events_accepted_total',
+      help: 'Events accepted: valid and not duplicates.',
+      labelNames: TP,
+      registers: [registry],
+    }),
+    duplicates: new Counter({
+      name: 'sluice_events_duplicate_total',
+      help: 'Events dropped as duplicates of an earlier one.',
+      labelNames: TP,
+      registers: [registry],
+    }),
+    dead: new Counter({
+      name: 'sluice_events_dead_total',
+      help: 'Events sent to the dead-letter store, by reason.',
+      labelNames: [...TP, 'reason'],
+      registers: [registry],
+    }),
+    windowsClosed: new Counter({
+      name: 'sluice_windows_closed_total',
+      help: 'Window rows closed and written to the store.',
+      labelNames: [...TP, 'output'],
+      registers: [registry],
+    }),
+    sinkRecords: new Counter({
+      name: 'sluice_sink_records_total',
+      help: 'Records delivered to sinks.',
+      labelNames: [...TP, 'sink'],
+      registers: [registry],
+    }),
+    sinkErrors: new Counter({
+      name: 'sluice_sink_errors_total',
+      help: 'Failed sink deliveries (retried).',
+      labelNames: [...TP, 'sink'],
+      registers: [registry],
+    }),
+    requests: new Histogram({
+      name: 'sluice_http_request_duration_seconds',
+      help: 'HTTP request latency, from the first byte read to the answer.',
+      labelNames: ['method', 'route', 'status'],
+      buckets: LATENCY_BUCKETS,
+      registers: [registry],
+    }),
+    ingestToDurable: new Histogram({
+      name: 'sluice_ingest_to_durable_seconds',
+      help: 'From a request body fully read to its events being durable in the store.',
+      labelNames: TP,
+      buckets: LATENCY_BUCKETS,
+      registers: [registry],
+    }),
+    ingestToSink: new Histogram({
+      name: 'sluice_ingest_to_sink_seconds',
+      help: 'From an event being received to its output being durable in a sink.',
+      labelNames: [...TP, 'sink'],
+      buckets: LATENCY_BUCKETS,
+      registers: [registry],
+    }),
+    commits: new Histogram({
+      name: 'sluice_store_commit_seconds',
+      help: 'Duration of one group commit (transaction and fsync) in the writer thread.',
+      buckets: LATENCY_BUCKETS,
+      registers: [registry],
+    }),
+    commitRequests: new Counter({
+      name: 'sluice_store_committed_requests_total',
+      help: 'Requests made durable; divide by sluice_store_commit_seconds_count for the group size.',
+      registers: [registry],
+    }),
+    rejectedRequests: new Counter({
+      name: 'sluice_http_rejected_total',
+      help: 'Requests refused as a whole, by error code (401, 404, 413, 429, 503, ...).',
+      labelNames: ['tenant', 'code'],
+      registers: [registry],
+    }),
+    queueDepth: new Gauge({
+      name: 'sluice_queue_depth',
+      help: 'Requests processed and waiting for their group commit.',
+      registers: [registry],
+    }),
+    inFlightBytes: new Gauge({
+      name: 'sluice_in_flight_bytes',
+      help: 'Bytes of request bodies being processed or waiting to be durable.',
+      registers: [registry],
+    }),
+    inFlightRequests: new Gauge({
+      name: 'sluice_in_flight_requests',
+      help: 'Ingest requests between arrival and answer.',
+      registers: [registry],
+    }),
+  };
+  return m;
+}
+
+export type Metrics = ReturnType<typeof createMetrics>;

@@ -1,0 +1,596 @@
+/**
+ * One pipeline of one tenant inside `sluice serve`: its in-place pipeline, its share of the store,
+ * checkpoints, recovery and delivery to its sinks.
+ *
+ * Exactly once, step by step:
+ * 1. A request body is processed synchronously (ordered steps decide against the live state), and
+ *    the body itself goes to the log, in the same group commit as the dead letters, closed windows
+ *    and sink records it produced. The 202 waits for that commit.
+ * 2. Every `checkpoint.interval`, the state (open windows, dedupe keys, watermark) is written with
+ *    the log position it reflects, and the log up to there is deleted, in one transaction.
+ * 3. On start, the checkpoint is restored and the log after it is processed again with its
+ *    outputs discarded (they were committed with it). The state is then exactly what it was after
+ *    the last acknowledged request; a request that was never acknowledged left nothing behind.
+ */
+import { serialize, deserialize } from 'node:v8';
+import type Database from 'better-sqlite3';
+import type { Logger } from 'pino';
+import { DEAD_OUTPUT, type ResolvedSink } from '../core/config.ts';
+import { stringify } from '../core/encode.ts';
+import type { Prepared } from '../core/engine.ts';
+import { registry } from '../core/registry.ts';
+import { StreamPipeline, type ChunkResult, type StreamSnapshot } from '../core/stream.ts';
+import type { Rec, WindowedOutput } from '../core/types.ts';
+import { SluiceError } from '../errors.ts';
+import { bodyChunk, inflate } from '../sources/http/index.ts';
+import type { Committer } from './committer.ts';
+import type { Metrics } from './metrics.ts';
+import type { CommitOps } from './store.ts';
+
+export interface Rejection {
+  index: number;
+  reason: string;
+  detail: string;
+  pointer?: string;
+}
+
+export interface IngestAnswer {
+  accepted: number;
+  duplicates: number;
+  rejected: Rejection[];
+}
+
+/** A request body as it goes to the log: as received (maybe gzip), with JSON record bounds. */
+export interface LoggedBody {
+  raw: Buffer;
+  gzip: boolean;
+  /** The decoded body the pipeline reads. */
+  body: Buffer;
+  bounds: Int32Array | null;
+}
+
+export interface RuntimeContext {
+  committer: Committer;
+  db: Database.Database;
+  metrics: Metrics;
+  log: Logger;
+  outputsDir: string;
+  nextSeq(): number;
+  /** Largest body a gzip log entry may inflate to. */
+  maxBodyBytes: number;
+}
+
+export interface PipelineSpec {
+  tenant: string;
+  name: string;
+  prepared: Prepared;
+  /** Changes when the pipeline's files change (SIGHUP reloads only what changed). */
+  fingerprint: string;
+}
+
+const MAX_LIMIT = 10_000;
+/** Outbox rows per sink write. */
+const DELIVERY_BATCH = 200;
+
+interface SinkState {
+  sink: ResolvedSink;
+  cursor: number;
+  position: number | undefined;
+}
+
+export class PipelineRuntime {
+  readonly key: string;
+  readonly spec: PipelineSpec;
+  readonly windowed: WindowedOutput[];
+  readonly #ctx: RuntimeContext;
+  readonly #stream: StreamPipeline;
+  readonly #sinks: SinkState[];
+  readonly #sinkInputs: Set<string>;
+  #lastSeq = 0;
+  #checkpointSeq = 0;
+  #delivering: Promise<void> | undefined;
+  #closed = false;
+
+  private constructor(ctx: RuntimeContext, spec: PipelineSpec, stream: StreamPipeline) {
+    this.#ctx = ctx;
+    this.spec = spec;
+    this.key = `${spec.tenant}/${spec.name}`;
+    this.#stream = stream;
+    const pipeline = spec.prepared.pipeline;
+    this.windowed = pipeline.steps.flatMap((s) => {
+      const w = registry.transforms.get(s.type)!.windowed?.(s.config, s.id);
+      return w ? [w] : [];
+    });
+    const cursors = ctx.db
+      .prepare('SELECT sink, seq, position FROM sink_cursors WHERE pipeline = ?')
+      .all(this.key) as { sink: string; seq: number; position: number | null }[];
+    this.#sinks = pipeline.sinks.map((sink) => {
+      const c = cursors.find((x) => x.sink === sink.id);
+      return { sink, cursor: c?.seq ?? 0, position: c?.position ?? undefined };
+    });
+    this.#sinkInputs = new Set(pipeline.sinks.map((s) => s.input));
+  }
+
+  /** Builds the pipeline with empty state; then either {@link recover} or {@link takeOver}. */
+  static async prepare(ctx: RuntimeContext, spec: PipelineSpec): Promise<PipelineRuntime> {
+    return new PipelineRuntime(ctx, spec, await StreamPipeline.create(spec.prepared));
+  }
+
+  /**
+   * On reload: continues from the state of the runtime this one replaces (synchronous, so no
+   * request falls between the two), and from its sinks' progress.
+   */
+  takeOver(previous: PipelineRuntime): void {
+    try {
+      this.#stream.restore(previous.#stream.snapshot());
+    } catch (err) {
+      throw new SluiceError(
+        'SLUICE_ERR_CONFIG_INVALID',
+        `pipeline ${this.key}: the new definition cannot take over the running state (${(err as Error).message})`,
+        {
+          hint: 'Keep the window and dedupe steps compatible, or deploy the change under a new pipeline name.',
+        },
+      );
+    }
+    for (const s of this.#sinks) {
+      const old = previous.#sinks.find((p) => p.sink.id === s.sink.id && p.sink.input === s.sink.input);
+      if (old) {
+        s.cursor = old.cursor;
+        s.position = old.position;
+      }
+    }
+    this.#lastSeq = previous.#lastSeq;
+    // The log before this point would replay through the old definition: checkpoint at once.
+    this.#checkpointSeq = -1;
+  }
+
+  /** On start: the checkpoint, then the log after it (see the file comment). */
+  async recover(): Promise<void> {
+    await this.#recover();
+  }
+
+  async #recover(): Promise<void> {
+    const { db } = this.#ctx;
+    const cp = db.prepare('SELECT seq, state FROM checkpoints WHERE pipeline = ?').get(this.key) as
+      { seq: number; state: Buffer } | undefined;
+    if (cp) {
+      this.#stream.restore(deserialize(cp.state) as StreamSnapshot);
+      this.#lastSeq = this.#checkpointSeq = cp.seq;
+    }
+    const rows = db
+      .prepare('SELECT seq, gzip, body, bounds FROM log WHERE pipeline = ? AND seq > ? ORDER BY seq')
+      .iterate(this.key, this.#checkpointSeq) as IterableIterator<{
+      seq: number;
+      gzip: number;
+      body: Buffer;
+      bounds: Buffer | null;
+    }>;
+    let replayed = 0;
+    for (const row of rows) {
+      const body = row.gzip ? await inflate(row.body, this.#ctx.maxBodyBytes) : row.body;
+      const bounds = row.bounds
+        ? new Int32Array(
+            row.bounds.buffer.slice(row.bounds.byteOffset, row.bounds.byteOffset + row.bounds.byteLength),
+          )
+        : null;
+      this.#stream.process(bodyChunk(body, bounds));
+      this.#lastSeq = row.seq;
+      replayed++;
+    }
+    if (cp || replayed > 0)
+      this.#ctx.log.info(
+        { pipeline: this.key, checkpointSeq: cp?.seq ?? null, replayed },
+        'pipeline state restored from the store',
+      );
+  }
+
+  /**
+   * Processes a body and adds everything it produced to the open group commit. Synchronous up to
+   * the returned promise, so requests are processed (and logged) in the order they arrive.
+   */
+  ingest(
+    body: LoggedBody,
+    meta: { requestId: string; receivedMs: number },
+  ): { answer: IngestAnswer; durable: Promise<void> } {
+    const result = this.#stream.process(bodyChunk(body.body, body.bounds));
+    const seq = this.#ctx.nextSeq();
+    this.#lastSeq = seq;
+    const rejected: Rejection[] = [];
+    const durable = this.#ctx.committer.commit((ops) => {
+      ops.log.push({
+        seq,
+        pipeline: this.key,
+        receivedMs: meta.receivedMs,
+        gzip: body.gzip,
+        body: body.raw,
+        bounds: body.bounds
+          ? new Uint8Array(body.bounds.buffer, body.bounds.byteOffset, body.bounds.byteLength)
+          : null,
+      });
+      this.#addResults(ops, result, meta, (letter) => {
+        const r: Rejection = {
+          index: letter.index as number,
+          reason: letter.reason as string,
+          detail: letter.detail as string,
+        };
+        if (letter.pointer !== undefined) r.pointer = letter.pointer as string;
+        rejected.push(r);
+      });
+    }, body.raw.length);
+    const duplicates = result.counters['dropped.duplicate'] ?? 0;
+    const answer = { accepted: result.records - rejected.length - duplicates, duplicates, rejected };
+    this.#count(result, answer);
+    return { answer, durable };
+  }
+
+  /** Dead letters, closed windows and sink records of one processed chunk, into a commit. */
+  #addResults(
+    ops: CommitOps,
+    result: ChunkResult,
+    meta: { requestId: string | null; receivedMs: number },
+    onDead: (letter: Rec) => void,
+  ): void {
+    const now = Date.now();
+    for (const letter of result.outputs.get(DEAD_OUTPUT) ?? []) {
+      onDead(letter);
+      ops.dead.push({
+        pipeline: this.key,
+        receivedMs: meta.receivedMs,
+        reason: letter.reason as string,
+        requestId: meta.requestId,
+        letter: stringify(letter),
+      });
+    }
+    for (const w of this.windowed) {
+      for (const row of result.outputs.get(w.output) ?? []) {
+        ops.windows.push({
+          pipeline: this.key,
+          output: w.output,
+          startMs: startMs(row[w.startField]),
+          key: windowKey(row, w),
+          row: stringify(row),
+          closedMs: now,
+        });
+      }
+    }
+    for (const input of this.#sinkInputs) {
+      const records = result.outputs.get(input);
+      if (!records || records.length === 0) continue;
+      let text = '';
+      for (const r of records) text += stringify(r) + '\n';
+      ops.outbox.push({ pipeline: this.key, output: input, receivedMs: meta.receivedMs, records: text });
+    }
+  }
+
+  #count(result: ChunkResult, answer: IngestAnswer): void {
+    const m = this.#ctx.metrics;
+    const labels = { tenant: this.spec.tenant, pipeline: this.spec.name };
+    m.received.inc(labels, result.records);
+    m.accepted.inc(labels, answer.accepted);
+    if (answer.duplicates > 0) m.duplicates.inc(labels, answer.duplicates);
+    for (const r of answer.rejected) m.dead.inc({ ...labels, reason: r.reason });
+    for (const w of this.windowed) {
+      const n = result.outputs.get(w.output)?.length ?? 0;
+      if (n > 0) m.windowsClosed.inc({ ...labels, output: w.output }, n);
+    }
+  }
+
+  /** Whether the state changed since the last checkpoint. */
+  get dirty(): boolean {
+    return this.#lastSeq !== this.#checkpointSeq;
+  }
+
+  /** Adds a checkpoint of the current state to the open group commit. */
+  checkpoint(): Promise<void> {
+    if (!this.dirty) return Promise.resolve();
+    const seq = this.#lastSeq;
+    const state = serialize(this.#stream.snapshot());
+    this.#checkpointSeq = seq;
+    return this.#ctx.committer.commit((ops) => {
+      ops.checkpoints.push({ pipeline: this.key, seq, state, atMs: Date.now() });
+      ops.trimLog.push({ pipeline: this.key, seq });
+    }, state.length);
+  }
+
+  /** Re-runs chosen dead letters through the current pipeline; replayed ones leave the store. */
+  replay(
+    filter: { ids?: number[]; reason?: string; fromMs?: number; toMs?: number; limit?: number },
+    meta: { requestId: string; receivedMs: number },
+  ): {
+    answer: {
+      replayed: number;
+      accepted: number;
+      duplicates: number;
+      rejected: (Rejection & { id: number })[];
+    };
+    skipped: { id: number; reason: string }[];
+    durable: Promise<void>;
+  } {
+    const letters = this.#selectDead(filter);
+    const skipped: { id: number; reason: string }[] = [];
+    const replayable: { id: number; raw: string }[] = [];
+    for (const l of letters) {
+      const letter = JSON.parse(l.letter) as Rec;
+      if (typeof letter.raw !== 'string' || letter.raw_truncated === true || letter.reason === 'too_large')
+        skipped.push({ id: l.id, reason: 'the dead letter does not hold the whole record' });
+      else replayable.push({ id: l.id, raw: letter.raw });
+    }
+    const empty = { replayed: 0, accepted: 0, duplicates: 0, rejected: [] };
+    if (replayable.length === 0) return { answer: empty, skipped, durable: Promise.resolve() };
+    // One record per dead letter, cut by bounds, so records with newlines stay whole.
+    const parts: Buffer[] = [];
+    const bounds = new Int32Array(replayable.length * 2);
+    let at = 0;
+    replayable.forEach((r, i) => {
+      const b = Buffer.from(r.raw, 'utf8');
+      parts.push(b, Buffer.from('\n'));
+      bounds[2 * i] = at;
+      bounds[2 * i + 1] = at + b.length;
+      at += b.length + 1;
+    });
+    const body = Buffer.concat(parts);
+    const { answer, durable } = this.#ingestWith({ raw: body, gzip: false, body, bounds }, meta, (ops) =>
+      ops.deleteDead.push({ pipeline: this.key, ids: replayable.map((r) => r.id) }),
+    );
+    const rejected = answer.rejected.map((r) => ({ ...r, id: replayable[r.index]!.id }));
+    return {
+      answer: {
+        replayed: replayable.length,
+        accepted: answer.accepted,
+        duplicates: answer.duplicates,
+        rejected,
+      },
+      skipped,
+      durable,
+    };
+  }
+
+  #ingestWith(
+    body: LoggedBody,
+    meta: { requestId: string; receivedMs: number },
+    extra: (ops: CommitOps) => void,
+  ): { answer: IngestAnswer; durable: Promise<void> } {
+    const result = this.ingest(body, meta);
+    // Same group as the ingest: the commit is still open, so this lands in its transaction.
+    void this.#ctx.committer.commit(extra).catch(() => {});
+    return result;
+  }
+
+  #selectDead(filter: { ids?: number[]; reason?: string; fromMs?: number; toMs?: number; limit?: number }): {
+    id: number;
+    letter: string;
+  }[] {
+    const where = ['pipeline = ?'];
+    const args: unknown[] = [this.key];
+    if (filter.ids) {
+      where.push(`id IN (${filter.ids.map(() => '?').join(', ')})`);
+      args.push(...filter.ids);
+    }
+    if (filter.reason !== undefined) {
+      where.push('reason = ?');
+      args.push(filter.reason);
+    }
+    if (filter.fromMs !== undefined) {
+      where.push('received_ms >= ?');
+      args.push(filter.fromMs);
+    }
+    if (filter.toMs !== undefined) {
+      where.push('received_ms < ?');
+      args.push(filter.toMs);
+    }
+    args.push(Math.min(filter.limit ?? 1000, MAX_LIMIT));
+    return this.#ctx.db
+      .prepare(`SELECT id, letter FROM dead_letters WHERE ${where.join(' AND ')} ORDER BY id LIMIT ?`)
+      .all(...args) as { id: number; letter: string }[];
+  }
+
+  /** Dead letters, oldest first, after `cursor` (an id). */
+  deadLetters(q: { reason?: string; fromMs?: number; toMs?: number; limit: number; after: number }): {
+    items: Rec[];
+    next: number | undefined;
+  } {
+    const where = ['pipeline = ?', 'id > ?'];
+    const args: unknown[] = [this.key, q.after];
+    if (q.reason !== undefined) {
+      where.push('reason = ?');
+      args.push(q.reason);
+    }
+    if (q.fromMs !== undefined) {
+      where.push('received_ms >= ?');
+      args.push(q.fromMs);
+    }
+    if (q.toMs !== undefined) {
+      where.push('received_ms < ?');
+      args.push(q.toMs);
+    }
+    args.push(q.limit + 1);
+    const rows = this.#ctx.db
+      .prepare(
+        `SELECT id, received_ms, request_id, letter FROM dead_letters WHERE ${where.join(' AND ')} ORDER BY id LIMIT ?`,
+      )
+      .all(...args) as { id: number; received_ms: number; request_id: string | null; letter: string }[];
+    const more = rows.length > q.limit;
+    const items = rows.slice(0, q.limit).map((r) => ({
+      id: r.id,
+      received_at: new Date(r.received_ms).toISOString(),
+      request_id: r.request_id,
+      ...(JSON.parse(r.letter) as Rec),
+    }));
+    return { items, next: more ? rows[q.limit - 1]!.id : undefined };
+  }
+
+  /** Window rows, closed ones from the store and open ones from the live state, by start then key. */
+  windows(q: {
+    output: WindowedOutput;
+    fromMs?: number;
+    toMs?: number;
+    keys: Record<string, string>;
+    limit: number;
+    after?: [number, string];
+  }): { items: Rec[]; next: [number, string] | undefined } {
+    const w = q.output;
+    const where = ['pipeline = ?', 'output = ?'];
+    const args: unknown[] = [this.key, w.output];
+    if (q.fromMs !== undefined) {
+      where.push('start_ms >= ?');
+      args.push(q.fromMs);
+    }
+    if (q.toMs !== undefined) {
+      where.push('start_ms < ?');
+      args.push(q.toMs);
+    }
+    if (q.after) {
+      where.push('(start_ms, key) > (?, ?)');
+      args.push(...q.after);
+    }
+    for (const [field, value] of Object.entries(q.keys)) {
+      // Field names were checked against the window's group_by; the path is a bound parameter.
+      where.push('CAST(json_extract(row, ?) AS TEXT) = ?');
+      args.push(`$."${field}"`, value);
+    }
+    args.push(q.limit + 1);
+    const closed = this.#ctx.db
+      .prepare(
+        `SELECT start_ms, key, row FROM windows WHERE ${where.join(' AND ')} ORDER BY start_ms, key LIMIT ?`,
+      )
+      .all(...args)
+      .map((r) => {
+        const { start_ms, key, row } = r as { start_ms: number; key: string; row: string };
+        return { start: start_ms, key, row: { ...(JSON.parse(row) as Rec), closed: true } };
+      });
+    const open = (this.#stream.preview().get(w.output) ?? [])
+      .map((row) => ({
+        start: startMs(row[w.startField]),
+        key: windowKey(row, w),
+        row: { ...row, closed: false } as Rec,
+      }))
+      .filter(
+        (r) =>
+          (q.fromMs === undefined || r.start >= q.fromMs) &&
+          (q.toMs === undefined || r.start < q.toMs) &&
+          (!q.after || r.start > q.after[0] || (r.start === q.after[0] && r.key > q.after[1])) &&
+          Object.entries(q.keys).every(([f, v]) => keyText(r.row[f]) === v),
+      );
+    const all = [...closed, ...open].sort(
+      (a, b) => a.start - b.start || (a.key < b.key ? -1 : a.key > b.key ? 1 : 0),
+    );
+    const page = all.slice(0, q.limit);
+    const last = page[page.length - 1];
+    return {
+      items: page.map((r) => r.row),
+      next: all.length > q.limit && last ? [last.start, last.key] : undefined,
+    };
+  }
+
+  /**
+   * Delivers committed sink records, in order, to each sink; each sink's progress is recorded in
+   * the store after its batch is durable in the sink. A file sink is cut back to the recorded size
+   * on the next delivery, so a crash between the two writes nothing twice.
+   */
+  deliver(): Promise<void> {
+    if (this.#closed) return Promise.resolve();
+    this.#delivering ??= this.#deliverAll().finally(() => (this.#delivering = undefined));
+    return this.#delivering;
+  }
+
+  async #deliverAll(): Promise<void> {
+    for (const state of this.#sinks) {
+      if (this.#closed) return;
+      try {
+        await this.#deliverSink(state);
+      } catch (err) {
+        this.#ctx.metrics.sinkErrors.inc({
+          tenant: this.spec.tenant,
+          pipeline: this.spec.name,
+          sink: state.sink.id,
+        });
+        this.#ctx.log.error(
+          { err, pipeline: this.key, sink: state.sink.id },
+          'sink delivery failed; will retry',
+        );
+      }
+    }
+  }
+
+  /** Delivers until the sink has caught up with the outbox. */
+  async #deliverSink(state: SinkState): Promise<void> {
+    while (!this.#closed && (await this.#deliverBatch(state)) === DELIVERY_BATCH);
+  }
+
+  /** One batch of outbox rows to one sink; returns how many rows it took. */
+  async #deliverBatch(state: SinkState): Promise<number> {
+    const { sink } = state;
+    const rows = this.#ctx.db
+      .prepare(
+        'SELECT seq, received_ms, records FROM outbox WHERE pipeline = ? AND output = ? AND seq > ? ORDER BY seq LIMIT ?',
+      )
+      .all(this.key, sink.input, state.cursor, DELIVERY_BATCH) as {
+      seq: number;
+      received_ms: number;
+      records: string;
+    }[];
+    if (rows.length === 0) return 0;
+    const spec = registry.sinks.get(sink.type)!;
+    const encode = spec.encoder(sink.config);
+    const writer = await spec.open(sink.config, {
+      outDir: `${this.#ctx.outputsDir}/${this.spec.tenant}/${this.spec.name}`,
+      sinkId: sink.id,
+      append: { truncateTo: state.position },
+    });
+    let count = 0;
+    try {
+      for (const row of rows) {
+        const records = row.records
+          .split('\n')
+          .filter((l) => l !== '')
+          .map((l) => JSON.parse(l) as Rec);
+        count += records.length;
+        await writer.write(encode(records), records.length);
+      }
+      await writer.commit();
+    } catch (err) {
+      await writer.abort().catch(() => {});
+      throw err;
+    }
+    const seq = rows[rows.length - 1]!.seq;
+    const position = writer.position?.();
+    await this.#ctx.committer.commit((ops) => {
+      ops.cursors.push({ pipeline: this.key, sink: sink.id, seq, position: position ?? null });
+      const upTo = Math.min(
+        ...this.#sinks.filter((s) => s.sink.input === sink.input).map((s) => (s === state ? seq : s.cursor)),
+      );
+      ops.trimOutbox.push({ pipeline: this.key, output: sink.input, seq: upTo });
+    });
+    state.cursor = seq;
+    state.position = position;
+    const now = Date.now();
+    const labels = { tenant: this.spec.tenant, pipeline: this.spec.name, sink: sink.id };
+    this.#ctx.metrics.sinkRecords.inc(labels, count);
+    for (const row of rows) this.#ctx.metrics.ingestToSink.observe(labels, (now - row.received_ms) / 1000);
+    return rows.length;
+  }
+
+  /** Delivers what is committed, then stops delivering (before a swap or a shutdown). */
+  async close(): Promise<void> {
+    await this.deliver();
+    this.#closed = true;
+    await this.#delivering;
+  }
+
+  /** Undoes {@link close} when a reload is abandoned. */
+  resume(): void {
+    this.#closed = false;
+  }
+}
+
+function startMs(v: unknown): number {
+  return typeof v === 'number' ? v : Date.parse(String(v));
+}
+
+function keyText(v: unknown): string {
+  return typeof v === 'string' ? v : JSON.stringify(v ?? null);
+}
+
+function windowKey(row: Rec, w: WindowedOutput): string {
+  return JSON.stringify(w.keys.map((k) => row[k] ?? null));
+}

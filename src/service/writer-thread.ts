@@ -1,0 +1,67 @@
+/**
+ * The store's writer, in its own thread so that a commit's fsync never blocks the event loop.
+ * Each message is one group commit: everything in it is written in one transaction, and the reply
+ * comes only after SQLite has made it durable.
+ */
+import { parentPort, workerData } from 'node:worker_threads';
+import Database from 'better-sqlite3';
+import { openDatabase, type CommitOps } from './store.ts';
+
+export type ToWriter = { t: 'commit'; id: number; ops: CommitOps } | { t: 'close' };
+export type FromWriter =
+  { t: 'committed'; id: number; ms: number } | { t: 'failed'; id: number; message: string } | { t: 'closed' };
+
+const port = parentPort!;
+const db = openDatabase(Database, (workerData as { path: string }).path, false);
+
+const st = {
+  log: db.prepare(
+    'INSERT INTO log (seq, pipeline, received_ms, gzip, body, bounds) VALUES (?, ?, ?, ?, ?, ?)',
+  ),
+  dead: db.prepare(
+    'INSERT INTO dead_letters (pipeline, received_ms, reason, request_id, letter) VALUES (?, ?, ?, ?, ?)',
+  ),
+  window: db.prepare(
+    `INSERT INTO windows (pipeline, output, start_ms, key, row, closed_ms) VALUES (?, ?, ?, ?, ?, ?)
+     ON CONFLICT (pipeline, output, start_ms, key) DO UPDATE SET row = excluded.row, closed_ms = excluded.closed_ms`,
+  ),
+  outbox: db.prepare('INSERT INTO outbox (pipeline, output, received_ms, records) VALUES (?, ?, ?, ?)'),
+  checkpoint: db.prepare(
+    `INSERT INTO checkpoints (pipeline, seq, state, at_ms) VALUES (?, ?, ?, ?)
+     ON CONFLICT (pipeline) DO UPDATE SET seq = excluded.seq, state = excluded.state, at_ms = excluded.at_ms`,
+  ),
+  trimLog: db.prepare('DELETE FROM log WHERE pipeline = ? AND seq <= ?'),
+  deleteDead: db.prepare('DELETE FROM dead_letters WHERE pipeline = ? AND id = ?'),
+  cursor: db.prepare(
+    `INSERT INTO sink_cursors (pipeline, sink, seq, position) VALUES (?, ?, ?, ?)
+     ON CONFLICT (pipeline, sink) DO UPDATE SET seq = excluded.seq, position = excluded.position`,
+  ),
+  trimOutbox: db.prepare('DELETE FROM outbox WHERE pipeline = ? AND output = ? AND seq <= ?'),
+};
+
+const apply = db.transaction((ops: CommitOps) => {
+  for (const r of ops.log) st.log.run(r.seq, r.pipeline, r.receivedMs, r.gzip ? 1 : 0, r.body, r.bounds);
+  for (const r of ops.dead) st.dead.run(r.pipeline, r.receivedMs, r.reason, r.requestId, r.letter);
+  for (const r of ops.windows) st.window.run(r.pipeline, r.output, r.startMs, r.key, r.row, r.closedMs);
+  for (const r of ops.outbox) st.outbox.run(r.pipeline, r.output, r.receivedMs, r.records);
+  for (const r of ops.checkpoints) st.checkpoint.run(r.pipeline, r.seq, r.state, r.atMs);
+  for (const r of ops.trimLog) st.trimLog.run(r.pipeline, r.seq);
+  for (const r of ops.deleteDead) for (const id of r.ids) st.deleteDead.run(r.pipeline, id);
+  for (const r of ops.cursors) st.cursor.run(r.pipeline, r.sink, r.seq, r.position);
+  for (const r of ops.trimOutbox) st.trimOutbox.run(r.pipeline, r.output, r.seq);
+});
+
+port.on('message', (msg: ToWriter) => {
+  if (msg.t === 'close') {
+    db.close();
+    port.postMessage({ t: 'closed' } satisfies FromWriter);
+    return;
+  }
+  const started = performance.now();
+  try {
+    apply(msg.ops);
+    port.postMessage({ t: 'committed', id: msg.id, ms: performance.now() - started } satisfies FromWriter);
+  } catch (err) {
+    port.postMessage({ t: 'failed', id: msg.id, message: (err as Error).message } satisfies FromWriter);
+  }
+});
