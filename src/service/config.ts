@@ -41,6 +41,8 @@ export interface ServiceConfig {
     inFlightRequests: number;
   };
   checkpointIntervalMs: number;
+  /** How long an Idempotency-Key's answer is kept. */
+  idempotencyRetentionMs: number;
   deliveryIntervalMs: number;
   shutdownTimeoutMs: number;
   tenants: TenantConfig[];
@@ -120,6 +122,17 @@ export const serviceSchema = {
         interval: { ...duration, default: '200ms', description: 'How often sinks receive new records.' },
       },
     },
+    idempotency: {
+      type: 'object',
+      additionalProperties: false,
+      properties: {
+        retention: {
+          ...duration,
+          default: '24h',
+          description: 'How long the answer to a request with an Idempotency-Key is kept for its retries.',
+        },
+      },
+    },
     shutdown_timeout: { ...duration, default: '9s', description: 'Longest graceful shutdown.' },
     tenants: {
       type: 'object',
@@ -186,6 +199,7 @@ interface RawService {
   outputs?: string;
   limits?: { body_bytes?: number; in_flight_bytes?: number; in_flight_requests?: number };
   checkpoint?: { interval?: string | number };
+  idempotency?: { retention?: string | number };
   sinks?: { interval?: string | number };
   shutdown_timeout?: string | number;
   tenants: Record<
@@ -249,13 +263,12 @@ function resolveService(raw: RawService, file: string | undefined, base: string)
     });
     const pipelines = new Map<string, ResolvedPipeline>();
     for (const [name, path] of Object.entries(t.pipelines)) pipelines.set(name, servicePipeline(rel(path)));
-    const rate = (v: number | undefined): number | undefined => v;
     return {
       id,
       keyHashes: t.api_keys.map((k) => Buffer.from(k.sha256, 'hex')),
       limits: {
-        eventsPerSecond: rate(t.limits?.events_per_second),
-        bytesPerSecond: rate(t.limits?.bytes_per_second),
+        eventsPerSecond: t.limits?.events_per_second,
+        bytesPerSecond: t.limits?.bytes_per_second,
         burstSeconds: durationAt(t.limits?.burst, '1s', where, `tenants.${id}.limits.burst`) / 1000,
       },
       pipelines,
@@ -272,6 +285,7 @@ function resolveService(raw: RawService, file: string | undefined, base: string)
       inFlightRequests: raw.limits?.in_flight_requests ?? 4096,
     },
     checkpointIntervalMs: durationAt(raw.checkpoint?.interval, '10s', where, 'checkpoint.interval'),
+    idempotencyRetentionMs: durationAt(raw.idempotency?.retention, '24h', where, 'idempotency.retention'),
     deliveryIntervalMs: durationAt(raw.sinks?.interval, '200ms', where, 'sinks.interval'),
     shutdownTimeoutMs: durationAt(raw.shutdown_timeout, '9s', where, 'shutdown_timeout'),
     tenants,

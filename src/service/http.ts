@@ -112,6 +112,18 @@ function recordCount(body: Buffer, bounds: Int32Array | null): number {
   return n;
 }
 
+/** The Idempotency-Key header: 1 to 255 visible ASCII characters, or none. */
+function idempotencyKeyOf(req: FastifyRequest): string | undefined {
+  const v = req.headers['idempotency-key'];
+  if (v === undefined) return undefined;
+  if (typeof v !== 'string' || !/^[\x21-\x7e]{1,255}$/.test(v))
+    throw new SluiceError(
+      'SLUICE_ERR_BAD_REQUEST',
+      'Idempotency-Key must be 1 to 255 visible ASCII characters, sent once',
+    );
+  return v;
+}
+
 export function buildApp(service: Service): FastifyInstance {
   const { limits } = service.config;
   const app = Fastify({
@@ -204,6 +216,7 @@ export function buildApp(service: Service): FastifyInstance {
       const raw = (req.body as Buffer | undefined) ?? Buffer.alloc(0);
       const refusal = service.admit(raw.length);
       if (refusal) throw refusal;
+      const idempotencyKey = idempotencyKeyOf(req);
       const release = service.track(raw.length);
       try {
         const format = bodyFormat(req.headers['content-type']);
@@ -222,6 +235,16 @@ export function buildApp(service: Service): FastifyInstance {
         const body = gzip ? await inflate(raw, limits.bodyBytes) : raw;
         const bounds = format === 'json' ? await jsonBounds(body) : null;
         const tenant = req.tenant!;
+        // The pipeline may have been swapped by a reload while the body was decoded.
+        const current = tenant.pipelines.get(runtime.spec.name) ?? runtime;
+        // From here to ingest nothing awaits: two retries of one request cannot both get through.
+        if (idempotencyKey !== undefined) {
+          const prior = current.answered(idempotencyKey);
+          if (prior) {
+            await prior.durable;
+            return reply.code(202).header('idempotent-replayed', 'true').send(prior.answer);
+          }
+        }
         const verdict = tenant.limiter.take(recordCount(body, bounds), body.length);
         if (!verdict.ok) {
           if (verdict.tooBig)
@@ -236,12 +259,10 @@ export function buildApp(service: Service): FastifyInstance {
             `tenant ${tenant.config.id} is over its ${verdict.limit} rate; retry in ${verdict.retryAfter} s`,
           );
         }
-        // The pipeline may have been swapped by a reload while the body was decoded.
-        const current = tenant.pipelines.get(runtime.spec.name) ?? runtime;
         const readAt = performance.now();
         const { answer, durable } = current.ingest(
           { raw, gzip, body, bounds },
-          { requestId: req.id, receivedMs: Date.now() },
+          { requestId: req.id, receivedMs: Date.now(), idempotencyKey },
         );
         service.noteLogged(current, raw.length);
         await durable;

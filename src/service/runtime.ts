@@ -89,6 +89,8 @@ export class PipelineRuntime {
   #lastSeq = 0;
   #checkpointSeq = 0;
   #delivering: Promise<void> | undefined;
+  /** Idempotency keys of requests processed but not yet durable. */
+  readonly #pendingKeys = new Map<string, { answer: IngestAnswer; durable: Promise<void> }>();
   #closed = false;
 
   private constructor(ctx: RuntimeContext, spec: PipelineSpec, stream: StreamPipeline) {
@@ -190,12 +192,24 @@ export class PipelineRuntime {
    */
   ingest(
     body: LoggedBody,
-    meta: { requestId: string; receivedMs: number },
+    meta: { requestId: string; receivedMs: number; idempotencyKey?: string },
+    extra?: (ops: CommitOps) => void,
   ): { answer: IngestAnswer; durable: Promise<void> } {
     const result = this.#stream.process(bodyChunk(body.body, body.bounds));
     const seq = this.#ctx.nextSeq();
     this.#lastSeq = seq;
-    const rejected: Rejection[] = [];
+    const letters = result.outputs.get(DEAD_OUTPUT) ?? [];
+    const rejected = letters.map((letter) => {
+      const r: Rejection = {
+        index: letter.index as number,
+        reason: letter.reason as string,
+        detail: letter.detail as string,
+      };
+      if (letter.pointer !== undefined) r.pointer = letter.pointer as string;
+      return r;
+    });
+    const duplicates = result.counters['dropped.duplicate'] ?? 0;
+    const answer = { accepted: result.records - rejected.length - duplicates, duplicates, rejected };
     const durable = this.#ctx.committer.commit((ops) => {
       ops.log.push({
         seq,
@@ -207,20 +221,41 @@ export class PipelineRuntime {
           ? new Uint8Array(body.bounds.buffer, body.bounds.byteOffset, body.bounds.byteLength)
           : null,
       });
-      this.#addResults(ops, result, meta, (letter) => {
-        const r: Rejection = {
-          index: letter.index as number,
-          reason: letter.reason as string,
-          detail: letter.detail as string,
-        };
-        if (letter.pointer !== undefined) r.pointer = letter.pointer as string;
-        rejected.push(r);
-      });
+      this.#addResults(ops, result, meta);
+      if (meta.idempotencyKey !== undefined)
+        ops.requests.push({
+          pipeline: this.key,
+          key: meta.idempotencyKey,
+          answer: JSON.stringify(answer),
+          receivedMs: meta.receivedMs,
+        });
+      extra?.(ops);
     }, body.raw.length);
-    const duplicates = result.counters['dropped.duplicate'] ?? 0;
-    const answer = { accepted: result.records - rejected.length - duplicates, duplicates, rejected };
+    if (meta.idempotencyKey !== undefined) this.#remember(meta.idempotencyKey, answer, durable);
     this.#count(result, answer);
     return { answer, durable };
+  }
+
+  /**
+   * The answer already given to a request with this idempotency key, if any: from a request still
+   * waiting for its commit, or from the store.
+   */
+  answered(key: string): { answer: IngestAnswer; durable: Promise<void> } | undefined {
+    const pending = this.#pendingKeys.get(key);
+    if (pending) return pending;
+    const row = this.#ctx.db
+      .prepare('SELECT answer FROM requests WHERE pipeline = ? AND key = ?')
+      .get(this.key, key) as { answer: string } | undefined;
+    return row ? { answer: JSON.parse(row.answer) as IngestAnswer, durable: Promise.resolve() } : undefined;
+  }
+
+  #remember(key: string, answer: IngestAnswer, durable: Promise<void>): void {
+    this.#pendingKeys.set(key, { answer, durable });
+    // Once committed (or failed), the store is the only memory of the key.
+    void durable.then(
+      () => this.#pendingKeys.delete(key),
+      () => this.#pendingKeys.delete(key),
+    );
   }
 
   /** Dead letters, closed windows and sink records of one processed chunk, into a commit. */
@@ -228,11 +263,9 @@ export class PipelineRuntime {
     ops: CommitOps,
     result: ChunkResult,
     meta: { requestId: string | null; receivedMs: number },
-    onDead: (letter: Rec) => void,
   ): void {
     const now = Date.now();
     for (const letter of result.outputs.get(DEAD_OUTPUT) ?? []) {
-      onDead(letter);
       ops.dead.push({
         pipeline: this.key,
         receivedMs: meta.receivedMs,
@@ -329,7 +362,7 @@ export class PipelineRuntime {
       at += b.length + 1;
     });
     const body = Buffer.concat(parts);
-    const { answer, durable } = this.#ingestWith({ raw: body, gzip: false, body, bounds }, meta, (ops) =>
+    const { answer, durable } = this.ingest({ raw: body, gzip: false, body, bounds }, meta, (ops) =>
       ops.deleteDead.push({ pipeline: this.key, ids: replayable.map((r) => r.id) }),
     );
     const rejected = answer.rejected.map((r) => ({ ...r, id: replayable[r.index]!.id }));
@@ -343,17 +376,6 @@ export class PipelineRuntime {
       skipped,
       durable,
     };
-  }
-
-  #ingestWith(
-    body: LoggedBody,
-    meta: { requestId: string; receivedMs: number },
-    extra: (ops: CommitOps) => void,
-  ): { answer: IngestAnswer; durable: Promise<void> } {
-    const result = this.ingest(body, meta);
-    // Same group as the ingest: the commit is still open, so this lands in its transaction.
-    void this.#ctx.committer.commit(extra).catch(() => {});
-    return result;
   }
 
   #selectDead(filter: { ids?: number[]; reason?: string; fromMs?: number; toMs?: number; limit?: number }): {

@@ -224,7 +224,10 @@ export class Service {
 
   async checkpointAll(): Promise<void> {
     if (this.#state !== 'ready' && this.#state !== 'draining') return;
-    const pending: Promise<void>[] = [];
+    const forgetBefore = Date.now() - this.config.idempotencyRetentionMs;
+    const pending: Promise<void>[] = [
+      this.#committer.commit((ops) => (ops.trimRequestsBefore = forgetBefore)),
+    ];
     for (const t of this.#tenants.values())
       for (const r of t.pipelines.values()) {
         this.#logBytes.set(r.key, 0);

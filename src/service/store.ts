@@ -9,6 +9,8 @@
  * - `checkpoints`: the pipeline's state (open windows, dedupe keys, watermark) after log `seq`.
  * - `windows`: rows of closed windows, for queries.
  * - `dead_letters`: every rejected record with its reason and raw text, for queries and replay.
+ * - `requests`: the answer given to each request with an Idempotency-Key, so a retry gets the
+ *   same answer instead of being processed twice (kept for `idempotency.retention`).
  * - `outbox` and `sink_cursors`: records for the pipeline's sinks and how far each sink got.
  *
  * Ids that cursors point at (`dead_letters.id`, `outbox.seq`) are AUTOINCREMENT: once delivered
@@ -63,6 +65,14 @@ CREATE TABLE IF NOT EXISTS outbox (
   records TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS outbox_by_output ON outbox (pipeline, output, seq);
+CREATE TABLE IF NOT EXISTS requests (
+  pipeline TEXT NOT NULL,
+  key TEXT NOT NULL,
+  answer TEXT NOT NULL,
+  received_ms INTEGER NOT NULL,
+  PRIMARY KEY (pipeline, key)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS requests_by_time ON requests (received_ms);
 CREATE TABLE IF NOT EXISTS sink_cursors (
   pipeline TEXT NOT NULL,
   sink TEXT NOT NULL,
@@ -119,6 +129,9 @@ export interface CommitOps {
   deleteDead: { pipeline: string; ids: number[] }[];
   cursors: { pipeline: string; sink: string; seq: number; position: number | null }[];
   trimOutbox: { pipeline: string; output: string; seq: number }[];
+  requests: { pipeline: string; key: string; answer: string; receivedMs: number }[];
+  /** Forget idempotency keys received before this time. */
+  trimRequestsBefore: number | undefined;
 }
 
 export function emptyOps(): CommitOps {
@@ -132,6 +145,8 @@ export function emptyOps(): CommitOps {
     deleteDead: [],
     cursors: [],
     trimOutbox: [],
+    requests: [],
+    trimRequestsBefore: undefined,
   };
 }
 

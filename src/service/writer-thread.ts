@@ -37,6 +37,10 @@ const st = {
      ON CONFLICT (pipeline, sink) DO UPDATE SET seq = excluded.seq, position = excluded.position`,
   ),
   trimOutbox: db.prepare('DELETE FROM outbox WHERE pipeline = ? AND output = ? AND seq <= ?'),
+  request: db.prepare(
+    'INSERT OR IGNORE INTO requests (pipeline, key, answer, received_ms) VALUES (?, ?, ?, ?)',
+  ),
+  trimRequests: db.prepare('DELETE FROM requests WHERE received_ms < ?'),
 };
 
 const apply = db.transaction((ops: CommitOps) => {
@@ -49,6 +53,8 @@ const apply = db.transaction((ops: CommitOps) => {
   for (const r of ops.deleteDead) for (const id of r.ids) st.deleteDead.run(r.pipeline, id);
   for (const r of ops.cursors) st.cursor.run(r.pipeline, r.sink, r.seq, r.position);
   for (const r of ops.trimOutbox) st.trimOutbox.run(r.pipeline, r.output, r.seq);
+  for (const r of ops.requests) st.request.run(r.pipeline, r.key, r.answer, r.receivedMs);
+  if (ops.trimRequestsBefore !== undefined) st.trimRequests.run(ops.trimRequestsBefore);
 });
 
 port.on('message', (msg: ToWriter) => {
