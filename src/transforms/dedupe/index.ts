@@ -2,7 +2,14 @@
  * `dedupe`: drops a record whose key was already seen earlier in the input; the first occurrence
  * wins. "Earlier" is input order, whichever worker parsed the record: workers extract keys and
  * their hashes, and the main thread decides in input order against one exact key set.
+ *
+ * With `within`, keys expire so that a long-running service holds a bounded set: keys live in
+ * generations of `within` of event time (the current one and the one before), and a generation
+ * is dropped when the largest event time seen passes the end of the next. A duplicate whose event
+ * time is less than `within` after the largest time seen with its first occurrence is always caught.
  */
+import { parseDuration, rfc3339ToEpochMs } from '../../helpers/time.ts';
+import type { ComponentExtras } from '../../core/registry.ts';
 import { hashString } from '../../core/hash.ts';
 import type { Batch, OrderedStep, Rec, Sequencer, TransformSpec } from '../../core/types.ts';
 import { verdictOf } from '../../core/types.ts';
@@ -13,6 +20,10 @@ export interface DedupeConfig {
   type: 'dedupe';
   /** One field or several; dots reach into objects. */
   key: string | string[];
+  /** Event time (epoch ms or RFC 3339), required with `within`. */
+  time_field?: string;
+  /** How long, in event time, a key is remembered at least; without it, forever. */
+  within?: string | number;
 }
 
 interface KeysPayload {
@@ -21,10 +32,13 @@ interface KeysPayload {
   /** End offset of key i in `text`; -1 when the record has no key. */
   ends: Int32Array;
   hashes: Uint32Array;
+  /** Event times, when keys expire (`within`); NaN when missing. */
+  times?: Float64Array;
 }
 
 const DUPLICATE = 0;
 const NO_KEY = 1;
+const NO_TIME = 2;
 
 /** A key's text: strings as they are; other values as JSON after a marker, so 1 and "1" differ. */
 function keyPart(v: unknown): string | undefined {
@@ -38,13 +52,18 @@ class DedupeStep implements OrderedStep {
   readonly outcomes = [
     { kind: 'drop', reason: 'duplicate' },
     { kind: 'dead', reason: 'invalid' },
+    { kind: 'dead', reason: 'invalid' },
   ] as const;
   readonly #readers: ((r: Rec) => unknown)[];
   readonly #fields: string[];
+  readonly #timeField: string | undefined;
+  readonly #time: ((r: Rec) => unknown) | undefined;
 
   constructor(config: DedupeConfig) {
     this.#fields = Array.isArray(config.key) ? config.key : [config.key];
     this.#readers = this.#fields.map(fieldReader);
+    this.#timeField = config.within === undefined ? undefined : config.time_field;
+    this.#time = this.#timeField === undefined ? undefined : fieldReader(this.#timeField);
   }
 
   #keyOf(r: Rec): string | undefined {
@@ -73,27 +92,63 @@ class DedupeStep implements OrderedStep {
       ends[i] = text.length;
       hashes[i] = hashString(key);
     }
-    return { text, ends, hashes };
+    if (!this.#time) return { text, ends, hashes };
+    const times = new Float64Array(n);
+    for (let i = 0; i < n; i++) {
+      const v = this.#time(input.records[i]!);
+      times[i] = typeof v === 'number' ? v : typeof v === 'string' ? rfc3339ToEpochMs(v) : NaN;
+    }
+    return { text, ends, hashes, times };
   }
 
   describe(outcome: number): string {
+    if (outcome === NO_TIME)
+      return `dedupe time field ${this.#timeField} is missing, or is not epoch milliseconds or an RFC 3339 time`;
     return outcome === NO_KEY ? `dedupe key ${this.#fields.join(', ')} is missing or null` : 'duplicate';
   }
 }
 
-class DedupeSequencer implements Sequencer {
-  #seen = new KeySet();
+interface DedupeState {
+  current: KeySetState;
+  previous: KeySetState | null;
+  generationEnd: number;
+}
 
-  snapshot(): KeySetState {
-    return this.#seen.snapshot();
+class DedupeSequencer implements Sequencer {
+  #current = new KeySet();
+  /** With `within`: the generation before the current one. */
+  #previous: KeySet | undefined;
+  /** Event time at which the current generation ends. */
+  #generationEnd = -Infinity;
+
+  constructor(private readonly within: number | undefined) {}
+
+  snapshot(): DedupeState {
+    return {
+      current: this.#current.snapshot(),
+      previous: this.#previous?.snapshot() ?? null,
+      generationEnd: this.#generationEnd,
+    };
   }
 
   restore(state: unknown): void {
-    this.#seen = KeySet.from(state as KeySetState);
+    const s = state as DedupeState;
+    this.#current = KeySet.from(s.current);
+    this.#previous = s.previous ? KeySet.from(s.previous) : undefined;
+    this.#generationEnd = s.generationEnd;
+  }
+
+  /** Moves to the generation holding event time `t`, dropping what has expired. */
+  #advance(t: number): void {
+    const within = this.within!;
+    const end = Math.floor(t / within) * within + within;
+    this.#previous = end - within === this.#generationEnd ? this.#current : undefined;
+    this.#current = new KeySet();
+    this.#generationEnd = end;
   }
 
   decide(payload: unknown, verdicts: Uint16Array, slot: number): undefined {
-    const { text, ends, hashes } = payload as KeysPayload;
+    const { text, ends, hashes, times } = payload as KeysPayload;
     let start = 0;
     for (let i = 0; i < ends.length; i++) {
       const end = ends[i]!;
@@ -101,15 +156,28 @@ class DedupeSequencer implements Sequencer {
         if (verdicts[i] === 0) verdicts[i] = verdictOf(slot, NO_KEY);
         continue;
       }
-      if (verdicts[i] === 0 && !this.#seen.add(text, start, end, hashes[i]!))
-        verdicts[i] = verdictOf(slot, DUPLICATE);
+      const keyStart = start;
       start = end;
+      if (verdicts[i] !== 0) continue;
+      if (times) {
+        const t = times[i]!;
+        if (Number.isNaN(t)) {
+          verdicts[i] = verdictOf(slot, NO_TIME);
+          continue;
+        }
+        if (t >= this.#generationEnd) this.#advance(t);
+        if (this.#previous?.has(text, keyStart, end, hashes[i]!)) {
+          verdicts[i] = verdictOf(slot, DUPLICATE);
+          continue;
+        }
+      }
+      if (!this.#current.add(text, keyStart, end, hashes[i]!)) verdicts[i] = verdictOf(slot, DUPLICATE);
     }
     return undefined;
   }
 }
 
-export const dedupeTransform: TransformSpec<DedupeConfig> = {
+export const dedupeTransform: TransformSpec<DedupeConfig> & ComponentExtras<DedupeConfig> = {
   type: 'dedupe',
   description: 'Drops records whose key was already seen earlier in the input (first occurrence wins).',
   schema: {
@@ -120,8 +188,30 @@ export const dedupeTransform: TransformSpec<DedupeConfig> = {
         anyOf: [{ type: 'string' }, { type: 'array', items: { type: 'string' }, minItems: 1 }],
         description: 'Field, or fields, whose values identify a record (dots reach into objects).',
       },
+      time_field: {
+        type: 'string',
+        description: 'Event time (epoch milliseconds or RFC 3339) that `within` is measured in.',
+      },
+      within: {
+        anyOf: [{ type: 'string' }, { type: 'number', minimum: 0 }],
+        description:
+          'Remember keys for at least this long in event time, then forget them (bounded memory); default: forever.',
+      },
     },
+    dependentRequired: { within: ['time_field'] },
+  },
+  check: (config) => {
+    if (config.within === undefined) return undefined;
+    const ms = parseDuration(config.within);
+    if (!Number.isFinite(ms) || ms <= 0)
+      return {
+        key: 'within',
+        message: `${JSON.stringify(config.within)} is not a duration`,
+        hint: 'Write durations like 24h, 30m or 7d.',
+      };
+    return undefined;
   },
   create: (config) => new DedupeStep(config),
-  sequencer: () => new DedupeSequencer(),
+  sequencer: (config) =>
+    new DedupeSequencer(config.within === undefined ? undefined : parseDuration(config.within)),
 };

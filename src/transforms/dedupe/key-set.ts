@@ -66,20 +66,32 @@ export class KeySet {
     return this.#count + this.#wide.size;
   }
 
+  /** Whether `text.slice(start, end)` (whose hash is `hash`) is present. */
+  has(text: string, start: number, end: number, hash: number): boolean {
+    if (isWide(text, start, end)) return this.#wide.has(text.slice(start, end));
+    return this.#find(text, start, end, hash) < 0;
+  }
+
   /**
    * Adds `text.slice(start, end)` (whose hash is `hash`, from {@link hashString}); returns false
    * when it was already present.
    */
   add(text: string, start: number, end: number, hash: number): boolean {
-    const len = end - start;
-    for (let i = start; i < end; i++) {
-      if (text.charCodeAt(i) > 0xff) {
-        const key = text.slice(start, end);
-        if (this.#wide.has(key)) return false;
-        this.#wide.add(key);
-        return true;
-      }
+    if (isWide(text, start, end)) {
+      const key = text.slice(start, end);
+      if (this.#wide.has(key)) return false;
+      this.#wide.add(key);
+      return true;
     }
+    const slot = this.#find(text, start, end, hash);
+    if (slot < 0) return false;
+    this.#store(text, start, end - start, hash, slot);
+    return true;
+  }
+
+  /** The free slot where the key would go, or -1 when it is present. */
+  #find(text: string, start: number, end: number, hash: number): number {
+    const len = end - start;
     const mask = this.#slots.length - 1;
     let slot = hash & mask;
     const arena = this.#arena;
@@ -91,12 +103,11 @@ export class KeySet {
         const off = this.#offsets[e]!;
         let j = 0;
         while (j < len && arena[off + j] === text.charCodeAt(start + j)) j++;
-        if (j === len) return false;
+        if (j === len) return -1;
       }
       slot = (slot + 1) & mask;
     }
-    this.#store(text, start, len, hash, slot);
-    return true;
+    return slot;
   }
 
   #store(text: string, start: number, len: number, hash: number, slot: number): void {
@@ -132,6 +143,11 @@ export class KeySet {
     }
     this.#slots = slots;
   }
+}
+
+function isWide(text: string, start: number, end: number): boolean {
+  for (let i = start; i < end; i++) if (text.charCodeAt(i) > 0xff) return true;
+  return false;
 }
 
 function grow(a: Uint32Array<ArrayBuffer>): Uint32Array<ArrayBuffer> {
