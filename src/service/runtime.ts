@@ -58,6 +58,8 @@ export interface RuntimeContext {
   nextSeq(): number;
   /** Largest body a gzip log entry may inflate to. */
   maxBodyBytes: number;
+  /** A pipeline's state can no longer be trusted: rebuild it from the store. */
+  broken(runtime: PipelineRuntime, err: unknown): void;
 }
 
 export interface PipelineSpec {
@@ -195,7 +197,17 @@ export class PipelineRuntime {
     meta: { requestId: string; receivedMs: number; idempotencyKey?: string },
     extra?: (ops: CommitOps) => void,
   ): { answer: IngestAnswer; durable: Promise<void> } {
-    const result = this.#stream.process(bodyChunk(body.body, body.bounds));
+    let result: ChunkResult;
+    try {
+      result = this.#stream.process(bodyChunk(body.body, body.bounds));
+    } catch (err) {
+      // Records that fail are dead letters; a throw here is a bug, and the state may be half
+      // updated: nothing of this body was logged, so rebuilding from the store is exact.
+      this.#ctx.broken(this, err);
+      throw new SluiceError('SLUICE_ERR_INTERNAL', `pipeline ${this.key} failed: ${(err as Error).message}`, {
+        cause: err,
+      });
+    }
     const seq = this.#ctx.nextSeq();
     this.#lastSeq = seq;
     const letters = result.outputs.get(DEAD_OUTPUT) ?? [];

@@ -98,6 +98,12 @@ export class Service {
       outputsDir: config.outputsDir,
       nextSeq: () => ++this.#seq,
       maxBodyBytes: config.limits.bodyBytes,
+      broken: (runtime, err) =>
+        void this.#recoverAll(
+          new SluiceError('SLUICE_ERR_INTERNAL', `pipeline ${runtime.key} failed: ${String(err)}`, {
+            cause: err,
+          }),
+        ),
     };
     const tenants = await this.#openTenants(config, undefined);
     this.#install(config, tenants);
@@ -314,11 +320,14 @@ export class Service {
     return true;
   }
 
-  /** After a failed commit: every pipeline is rebuilt from what the store holds. */
+  /**
+   * After a failed commit or a pipeline bug: every pipeline is rebuilt from what the store holds
+   * (requests meanwhile get 503).
+   */
   async #recoverAll(err: SluiceError): Promise<void> {
     if (this.#state !== 'ready') return;
     this.#state = 'recovering';
-    this.log.error({ err: err.message }, 'store commit failed; rebuilding pipeline state from the store');
+    this.log.error({ err: err.message, code: err.code }, 'rebuilding pipeline state from the store');
     try {
       for (const t of this.#tenants.values())
         for (const [name, old] of t.pipelines) {
