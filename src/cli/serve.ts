@@ -58,19 +58,24 @@ export async function serveCommand(file: string | undefined, flags: ServeFlags):
       if (stopping) return;
       stopping = true;
       log.info({ signal }, 'shutting down');
+      // Whatever still holds the process (a client trickling a body, a stuck sink), it exits:
+      // everything acknowledged is already durable, and the log covers what was not checkpointed.
       const timer = setTimeout(() => {
         log.fatal({ ms: config.shutdownTimeoutMs }, 'graceful shutdown took too long; exiting');
-        done(1);
+        process.exit(1);
       }, config.shutdownTimeoutMs).unref();
       service
         .shutdown()
         .then(() => {
           clearTimeout(timer);
-          done(process.exitCode === undefined ? 0 : Number(process.exitCode));
+          const code = process.exitCode === undefined ? 0 : Number(process.exitCode);
+          done(code);
+          // Nothing is left to do; do not wait for idle keep-alive sockets or timers.
+          setImmediate(() => process.exit(code));
         })
         .catch((err: unknown) => {
           log.fatal({ err }, 'shutdown failed');
-          done(1);
+          process.exit(1);
         });
     };
     process.on('SIGTERM', () => stop('SIGTERM'));

@@ -213,8 +213,8 @@ export interface SinkWriter {
   /** Discard everything written by this run. */
   abort(): Promise<void>;
   /**
-   * In append mode, after commit: a position in the target (a file's size) that a later `open`
-   * may pass back as `append.truncateTo`.
+   * In append mode: a position in the target (a file's size) that a later `open` may pass back
+   * as `append.truncateTo`: before commit where this writer started, after it where it ended.
    */
   position?(): number | undefined;
 }

@@ -32,7 +32,7 @@ export interface ServiceConfig {
   /** Absolute path of the config file; undefined for the embedded defaults. */
   file: string | undefined;
   listen: { host: string; port: number };
-  store: { path: string };
+  store: { path: string; retentionMs: number | undefined };
   /** Where the pipelines' sinks write: `<outputs>/<tenant>/<pipeline>/`. */
   outputsDir: string;
   limits: {
@@ -76,6 +76,11 @@ export const serviceSchema = {
           type: 'string',
           default: 'data/sluice.db',
           description: 'SQLite file, relative to the config file.',
+        },
+        retention: {
+          ...duration,
+          description:
+            'Delete closed windows and dead letters older than this (by close and receive time); default: keep them.',
         },
       },
     },
@@ -195,7 +200,7 @@ function validate(): ReturnType<Ajv2020['compile']> {
 
 interface RawService {
   listen?: { host?: string; port?: number };
-  store?: { path?: string };
+  store?: { path?: string; retention?: string | number };
   outputs?: string;
   limits?: { body_bytes?: number; in_flight_bytes?: number; in_flight_requests?: number };
   checkpoint?: { interval?: string | number };
@@ -238,6 +243,16 @@ function durationAt(
 /** A pipeline for the service: its events come from HTTP, whatever source the file names. */
 function servicePipeline(file: string): ResolvedPipeline {
   const p = loadPipeline(file);
+  const stdout = p.sinks.find((s) => s.type === 'stdout');
+  if (stdout)
+    throw new SluiceError(
+      'SLUICE_ERR_CONFIG_INVALID',
+      `sink ${stdout.id}: a stdout sink would write into the service's log stream`,
+      {
+        hint: 'Use a file or sqlite sink in pipelines that `sluice serve` runs.',
+        location: { file, path: `sinks.${stdout.id}` },
+      },
+    );
   const maxRecord = (p.source as { max_record_bytes?: number }).max_record_bytes;
   return { ...p, source: { type: 'http', ...(maxRecord ? { max_record_bytes: maxRecord } : {}) } };
 }
@@ -274,14 +289,31 @@ function resolveService(raw: RawService, file: string | undefined, base: string)
       pipelines,
     };
   });
+  const bodyBytes = raw.limits?.body_bytes ?? 10 * 1024 * 1024;
+  const inFlightBytes = raw.limits?.in_flight_bytes ?? 64 * 1024 * 1024;
+  if (inFlightBytes < bodyBytes)
+    throw new SluiceError(
+      'SLUICE_ERR_CONFIG_INVALID',
+      `limits.in_flight_bytes (${inFlightBytes}) is below limits.body_bytes (${bodyBytes}): the largest bodies would always get 503`,
+      {
+        hint: 'Make in_flight_bytes a few times body_bytes.',
+        location: { file: where, path: 'limits.in_flight_bytes' },
+      },
+    );
   return {
     file,
     listen: { host: raw.listen?.host ?? '127.0.0.1', port: raw.listen?.port ?? 8080 },
-    store: { path: storePath },
+    store: {
+      path: storePath,
+      retentionMs:
+        raw.store?.retention === undefined
+          ? undefined
+          : durationAt(raw.store.retention, '30d', where, 'store.retention'),
+    },
     outputsDir: raw.outputs ? rel(raw.outputs) : join(dirname(storePath), 'outputs'),
     limits: {
-      bodyBytes: raw.limits?.body_bytes ?? 10 * 1024 * 1024,
-      inFlightBytes: raw.limits?.in_flight_bytes ?? 64 * 1024 * 1024,
+      bodyBytes,
+      inFlightBytes,
       inFlightRequests: raw.limits?.in_flight_requests ?? 4096,
     },
     checkpointIntervalMs: durationAt(raw.checkpoint?.interval, '10s', where, 'checkpoint.interval'),

@@ -23,6 +23,8 @@ declare module 'fastify' {
   interface FastifyRequest {
     tenant?: Tenant;
     startedAt: number;
+    /** Gives back the request's share of limits.in_flight_bytes. */
+    release?: () => void;
   }
 }
 
@@ -133,7 +135,10 @@ export function buildApp(service: Service): FastifyInstance {
     bodyLimit: limits.bodyBytes,
     requestIdHeader: 'x-request-id',
     genReqId: () => randomUUID(),
-    return503OnClosing: true,
+    // While draining, the routes answer 503 problem documents themselves (with Retry-After).
+    return503OnClosing: false,
+    // A client that trickles its body cannot hold a request (or a shutdown) open for long.
+    requestTimeout: 30_000,
     forceCloseConnections: 'idle',
   });
 
@@ -143,6 +148,7 @@ export function buildApp(service: Service): FastifyInstance {
 
   app.decorateRequest('tenant', undefined);
   app.decorateRequest('startedAt', 0);
+  app.decorateRequest('release', undefined);
   app.addHook('onRequest', async (req, reply) => {
     req.startedAt = performance.now();
     reply.header('x-request-id', req.id);
@@ -168,12 +174,13 @@ export function buildApp(service: Service): FastifyInstance {
       reply.header('retry-after', '1');
     return problem(reply, err);
   });
-  app.setNotFoundHandler((req, reply) =>
-    problem(
+  app.setNotFoundHandler((req, reply) => {
+    service.metrics.rejectedRequests.inc({ tenant: '', code: 'SLUICE_ERR_NOT_FOUND' });
+    return problem(
       reply,
       new SluiceError('SLUICE_ERR_NOT_FOUND', `no route ${req.method} ${req.url.split('?')[0]}`),
-    ),
-  );
+    );
+  });
 
   const pipelineOf = (req: FastifyRequest): PipelineRuntime => {
     const tenant = service.authenticate(req.headers.authorization);
@@ -201,12 +208,22 @@ export function buildApp(service: Service): FastifyInstance {
   });
   app.get('/openapi.json', async () => openApiDocument());
 
-  // Refuse early, before the body is read, when the service is behind or stopping.
+  /**
+   * Refuses early, before the body is read, when the service is behind or stopping; otherwise
+   * counts the body against limits.in_flight_bytes from now until the answer, so bodies being
+   * uploaded are bounded too. A body without Content-Length counts as the largest allowed.
+   */
   const admitIngest = async (req: FastifyRequest): Promise<void> => {
-    const declared = Number(req.headers['content-length'] ?? 0);
-    const refusal = service.admit(Number.isFinite(declared) ? declared : 0);
+    const length = Number(req.headers['content-length']);
+    const declared =
+      Number.isFinite(length) && length >= 0 ? Math.min(length, limits.bodyBytes) : limits.bodyBytes;
+    const refusal = service.admit(declared);
     if (refusal) throw refusal;
+    req.release = service.track(declared);
   };
+  const release = async (req: FastifyRequest): Promise<void> => req.release?.();
+  app.addHook('onResponse', release);
+  app.addHook('onRequestAbort', release);
 
   app.post<{ Params: PipelineParams }>(
     '/v1/pipelines/:pipeline/events',
@@ -214,11 +231,8 @@ export function buildApp(service: Service): FastifyInstance {
     async (req, reply) => {
       const runtime = pipelineOf(req);
       const raw = (req.body as Buffer | undefined) ?? Buffer.alloc(0);
-      const refusal = service.admit(raw.length);
-      if (refusal) throw refusal;
       const idempotencyKey = idempotencyKeyOf(req);
-      const release = service.track(raw.length);
-      try {
+      {
         const format = bodyFormat(req.headers['content-type']);
         if (!format)
           throw new SluiceError(
@@ -271,8 +285,6 @@ export function buildApp(service: Service): FastifyInstance {
           (performance.now() - readAt) / 1000,
         );
         return reply.code(202).send(answer);
-      } finally {
-        release();
       }
     },
   );
@@ -340,39 +352,39 @@ export function buildApp(service: Service): FastifyInstance {
     },
   );
 
-  app.post<{ Params: PipelineParams }>('/v1/pipelines/:pipeline/dead-letters/replay', async (req, reply) => {
-    const runtime = pipelineOf(req);
-    const refusal = service.admit(0);
-    if (refusal) throw refusal;
-    const raw = (req.body as Buffer | undefined) ?? Buffer.alloc(0);
-    let q: Record<string, unknown>;
-    try {
-      q = raw.length === 0 ? {} : (JSON.parse(raw.toString('utf8')) as Record<string, unknown>);
-    } catch (err) {
-      throw new SluiceError('SLUICE_ERR_BODY_MALFORMED', `the body is not JSON: ${(err as Error).message}`);
-    }
-    if (q === null || typeof q !== 'object' || Array.isArray(q))
-      throw new SluiceError('SLUICE_ERR_BODY_MALFORMED', 'the body must be a JSON object');
-    const allowed = ['ids', 'reason', 'from', 'to', 'limit'];
-    const unknown = Object.keys(q).filter((k) => !allowed.includes(k));
-    if (unknown.length > 0)
-      throw new SluiceError(
-        'SLUICE_ERR_BAD_REQUEST',
-        `unknown field ${JSON.stringify(unknown[0])}; use ${allowed.join(', ')}`,
-      );
-    const ids = q.ids;
-    if (
-      ids !== undefined &&
-      !(Array.isArray(ids) && ids.length <= 10_000 && ids.every((x) => Number.isSafeInteger(x)))
-    )
-      throw new SluiceError(
-        'SLUICE_ERR_BAD_REQUEST',
-        'ids must be an array of at most 10000 dead-letter ids',
-      );
-    if (q.reason !== undefined && typeof q.reason !== 'string')
-      throw new SluiceError('SLUICE_ERR_BAD_REQUEST', 'reason must be a string');
-    const release = service.track(0);
-    try {
+  app.post<{ Params: PipelineParams }>(
+    '/v1/pipelines/:pipeline/dead-letters/replay',
+    { onRequest: admitIngest },
+    async (req, reply) => {
+      const runtime = pipelineOf(req);
+      const raw = (req.body as Buffer | undefined) ?? Buffer.alloc(0);
+      let q: Record<string, unknown>;
+      try {
+        q = raw.length === 0 ? {} : (JSON.parse(raw.toString('utf8')) as Record<string, unknown>);
+      } catch (err) {
+        throw new SluiceError('SLUICE_ERR_BODY_MALFORMED', `the body is not JSON: ${(err as Error).message}`);
+      }
+      if (q === null || typeof q !== 'object' || Array.isArray(q))
+        throw new SluiceError('SLUICE_ERR_BODY_MALFORMED', 'the body must be a JSON object');
+      const allowed = ['ids', 'reason', 'from', 'to', 'limit'];
+      const unknown = Object.keys(q).filter((k) => !allowed.includes(k));
+      if (unknown.length > 0)
+        throw new SluiceError(
+          'SLUICE_ERR_BAD_REQUEST',
+          `unknown field ${JSON.stringify(unknown[0])}; use ${allowed.join(', ')}`,
+        );
+      const ids = q.ids;
+      if (
+        ids !== undefined &&
+        !(Array.isArray(ids) && ids.length <= 10_000 && ids.every((x) => Number.isSafeInteger(x)))
+      )
+        throw new SluiceError(
+          'SLUICE_ERR_BAD_REQUEST',
+          'ids must be an array of at most 10000 dead-letter ids',
+        );
+      if (q.reason !== undefined && typeof q.reason !== 'string')
+        throw new SluiceError('SLUICE_ERR_BAD_REQUEST', 'reason must be a string');
+      // The records replayed at once are bounded like a request body.
       const result = runtime.replay(
         {
           ids: ids as number[] | undefined,
@@ -380,15 +392,14 @@ export function buildApp(service: Service): FastifyInstance {
           fromMs: instant('from', q.from),
           toMs: instant('to', q.to),
           limit: limitOf(q.limit, 1000, 10_000),
+          maxBytes: limits.bodyBytes,
         },
         { requestId: req.id, receivedMs: Date.now() },
       );
       await result.durable;
       return reply.code(200).send({ ...result.answer, skipped: result.skipped });
-    } finally {
-      release();
-    }
-  });
+    },
+  );
 
   return app;
 }

@@ -14,7 +14,7 @@ const LATENCY_BUCKETS = [
 
 export function createMetrics() {
   const registry = new Registry();
-  collectDefaultMetrics({ register: registry, prefix: 'sluice_process_', eventLoopMonitoringPrecision: 10 });
+  collectDefaultMetrics({ register: registry, prefix: 'sluice_', eventLoopMonitoringPrecision: 10 });
   const m = {
     registry,
     received: new Counter({

@@ -349,8 +349,8 @@ const paths: Json = {
           name: 'Idempotency-Key',
           in: 'header',
           description:
-            'Your id for this batch of events (a UUID, say). A request with a key already seen for this pipeline (24 h by default) is not processed again: it gets the first answer, with `idempotent-replayed: true`.',
-          schema: { type: 'string', minLength: 1 },
+            'Your id for this batch of events (a UUID, say). A request with a key already answered with a 202 for this pipeline (within `idempotency.retention`, 24 h by default) is not processed again: it gets that answer, with `idempotent-replayed: true`. The body is not compared.',
+          schema: { type: 'string', minLength: 1, maxLength: 255, pattern: '^[!-~]+$' },
         },
         ref('parameters', 'RequestId'),
       ],

@@ -339,7 +339,15 @@ export class PipelineRuntime {
 
   /** Re-runs chosen dead letters through the current pipeline; replayed ones leave the store. */
   replay(
-    filter: { ids?: number[]; reason?: string; fromMs?: number; toMs?: number; limit?: number },
+    filter: {
+      ids?: number[];
+      reason?: string;
+      fromMs?: number;
+      toMs?: number;
+      limit?: number;
+      /** Stop selecting once the records' text reaches this size (the rest stays for later). */
+      maxBytes?: number;
+    },
     meta: { requestId: string; receivedMs: number },
   ): {
     answer: {
@@ -354,7 +362,10 @@ export class PipelineRuntime {
     const letters = this.#selectDead(filter);
     const skipped: { id: number; reason: string }[] = [];
     const replayable: { id: number; raw: string }[] = [];
+    let bytes = 0;
     for (const l of letters) {
+      bytes += l.letter.length;
+      if (filter.maxBytes !== undefined && bytes > filter.maxBytes && replayable.length > 0) break;
       const letter = JSON.parse(l.letter) as Rec;
       if (typeof letter.raw !== 'string' || letter.raw_truncated === true || letter.reason === 'too_large')
         skipped.push({ id: l.id, reason: 'the dead letter does not hold the whole record' });
@@ -479,8 +490,11 @@ export class PipelineRuntime {
     }
     for (const [field, value] of Object.entries(q.keys)) {
       // Field names were checked against the window's group_by; the path is a bound parameter.
-      where.push('CAST(json_extract(row, ?) AS TEXT) = ?');
-      args.push(`$."${field}"`, value);
+      // As text the way keyText writes it: JSON literals for true, false and null.
+      where.push(
+        "(CASE json_type(row, ?) WHEN 'true' THEN 'true' WHEN 'false' THEN 'false' WHEN 'null' THEN 'null' ELSE CAST(json_extract(row, ?) AS TEXT) END) = ?",
+      );
+      args.push(`$."${field}"`, `$."${field}"`, value);
     }
     args.push(q.limit + 1);
     const closed = this.#ctx.db
@@ -571,6 +585,17 @@ export class PipelineRuntime {
       sinkId: sink.id,
       append: { truncateTo: state.position },
     });
+    if (state.position === undefined) {
+      // Never delivered before: record where the target starts, so that a crash during this
+      // first delivery is cut back too.
+      const start = writer.position?.();
+      if (start !== undefined) {
+        await this.#ctx.committer.commit((ops) =>
+          ops.cursors.push({ pipeline: this.key, sink: sink.id, seq: state.cursor, position: start }),
+        );
+        state.position = start;
+      }
+    }
     let count = 0;
     try {
       for (const row of rows) {

@@ -230,9 +230,13 @@ export class Service {
 
   async checkpointAll(): Promise<void> {
     if (this.#state !== 'ready' && this.#state !== 'draining') return;
-    const forgetBefore = Date.now() - this.config.idempotencyRetentionMs;
+    const now = Date.now();
+    const { retentionMs } = this.config.store;
     const pending: Promise<void>[] = [
-      this.#committer.commit((ops) => (ops.trimRequestsBefore = forgetBefore)),
+      this.#committer.commit((ops) => {
+        ops.trimRequestsBefore = now - this.config.idempotencyRetentionMs;
+        if (retentionMs !== undefined) ops.trimStoreBefore = now - retentionMs;
+      }),
     ];
     for (const t of this.#tenants.values())
       for (const r of t.pipelines.values()) {
@@ -273,6 +277,12 @@ export class Service {
         throw new SluiceError('SLUICE_ERR_CONFIG_INVALID', 'listen and store cannot change on reload', {
           hint: 'Restart the service to change the listen address or the store.',
         });
+      const fixed = restartOnly(this.config, next);
+      if (fixed.length > 0)
+        this.log.warn(
+          { settings: fixed },
+          'these settings change only on a restart; the running values stay',
+        );
       tenants = await this.#openTenants(next, this.#tenants);
     } catch (err) {
       this.log.error(
@@ -370,6 +380,17 @@ export class Service {
     this.#state = 'stopped';
     this.log.info({ ms: Math.round(performance.now() - started) }, 'stopped');
   }
+}
+
+/** Settings read once at start, that differ in a reloaded config. */
+function restartOnly(running: ServiceConfig, next: ServiceConfig): string[] {
+  const changed: string[] = [];
+  if (running.limits.bodyBytes !== next.limits.bodyBytes) changed.push('limits.body_bytes');
+  if (running.outputsDir !== next.outputsDir) changed.push('outputs');
+  if (running.checkpointIntervalMs !== next.checkpointIntervalMs) changed.push('checkpoint.interval');
+  if (running.deliveryIntervalMs !== next.deliveryIntervalMs) changed.push('sinks.interval');
+  if (running.shutdownTimeoutMs !== next.shutdownTimeoutMs) changed.push('shutdown_timeout');
+  return changed;
 }
 
 /**

@@ -132,6 +132,8 @@ export interface CommitOps {
   requests: { pipeline: string; key: string; answer: string; receivedMs: number }[];
   /** Forget idempotency keys received before this time. */
   trimRequestsBefore: number | undefined;
+  /** `store.retention`: delete windows closed and dead letters received before this time. */
+  trimStoreBefore: number | undefined;
 }
 
 export function emptyOps(): CommitOps {
@@ -147,6 +149,7 @@ export function emptyOps(): CommitOps {
     trimOutbox: [],
     requests: [],
     trimRequestsBefore: undefined,
+    trimStoreBefore: undefined,
   };
 }
 

@@ -41,6 +41,8 @@ const st = {
     'INSERT OR IGNORE INTO requests (pipeline, key, answer, received_ms) VALUES (?, ?, ?, ?)',
   ),
   trimRequests: db.prepare('DELETE FROM requests WHERE received_ms < ?'),
+  trimWindows: db.prepare('DELETE FROM windows WHERE closed_ms < ?'),
+  trimDead: db.prepare('DELETE FROM dead_letters WHERE received_ms < ?'),
 };
 
 const apply = db.transaction((ops: CommitOps) => {
@@ -55,6 +57,10 @@ const apply = db.transaction((ops: CommitOps) => {
   for (const r of ops.trimOutbox) st.trimOutbox.run(r.pipeline, r.output, r.seq);
   for (const r of ops.requests) st.request.run(r.pipeline, r.key, r.answer, r.receivedMs);
   if (ops.trimRequestsBefore !== undefined) st.trimRequests.run(ops.trimRequestsBefore);
+  if (ops.trimStoreBefore !== undefined) {
+    st.trimWindows.run(ops.trimStoreBefore);
+    st.trimDead.run(ops.trimStoreBefore);
+  }
 });
 
 port.on('message', (msg: ToWriter) => {

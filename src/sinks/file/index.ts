@@ -156,8 +156,9 @@ class FileWriter implements SinkWriter {
     else if (existsSync(this.#target)) truncateSync(this.#target, this.#appendFrom);
   }
 
+  /** Append mode: the target's size after commit, or, before it, where this writer started. */
   position(): number | undefined {
-    return this.#position;
+    return this.#position ?? this.#appendFrom;
   }
 }
 
