@@ -114,6 +114,48 @@ function recordCount(body: Buffer, bounds: Int32Array | null): number {
   return n;
 }
 
+/** Bytes read past the limit before giving up on a body (then the connection is cut). */
+const DRAIN_MAX = 64 * 1024 * 1024;
+
+/**
+ * Reads a body up to `limit` bytes. A longer one is read to its end and discarded (up to
+ * DRAIN_MAX more), so that its client, still uploading, receives the 413: closing the socket
+ * early, as Fastify's own limit does, leaves most clients with EPIPE instead of an answer.
+ */
+function readBody(
+  payload: NodeJS.ReadableStream,
+  limit: number,
+  done: (err: Error | null, body?: Buffer) => void,
+): void {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  let finished = false;
+  const finish = (err: Error | null, body?: Buffer): void => {
+    if (finished) return;
+    finished = true;
+    done(err, body);
+  };
+  payload.on('data', (chunk: Buffer) => {
+    size += chunk.length;
+    if (size <= limit) chunks.push(chunk);
+    else if (chunks.length > 0) chunks.length = 0;
+    if (size > limit + DRAIN_MAX) {
+      finish(
+        new SluiceError('SLUICE_ERR_BODY_TOO_LARGE', `the body is larger than limits.body_bytes (${limit})`),
+      );
+      (payload as NodeJS.ReadableStream & { destroy(): void }).destroy();
+    }
+  });
+  payload.on('end', () => {
+    if (size > limit)
+      finish(
+        new SluiceError('SLUICE_ERR_BODY_TOO_LARGE', `the body is larger than limits.body_bytes (${limit})`),
+      );
+    else finish(null, Buffer.concat(chunks, size));
+  });
+  payload.on('error', (err: Error) => finish(err));
+}
+
 /** The Idempotency-Key header: 1 to 255 visible ASCII characters, or none. */
 function idempotencyKeyOf(req: FastifyRequest): string | undefined {
   const v = req.headers['idempotency-key'];
@@ -144,7 +186,7 @@ export function buildApp(service: Service): FastifyInstance {
 
   // Bodies stay raw bytes: the http source decodes them (and decides what is malformed).
   app.removeAllContentTypeParsers();
-  app.addContentTypeParser('*', { parseAs: 'buffer' }, (_req, body, done) => done(null, body));
+  app.addContentTypeParser('*', (_req, payload, done) => readBody(payload, limits.bodyBytes, done));
 
   app.decorateRequest('tenant', undefined);
   app.decorateRequest('startedAt', 0);
@@ -152,6 +194,10 @@ export function buildApp(service: Service): FastifyInstance {
   app.addHook('onRequest', async (req, reply) => {
     req.startedAt = performance.now();
     reply.header('x-request-id', req.id);
+  });
+  // While draining, every answer closes its connection, so kept-alive clients let go.
+  app.addHook('onSend', async (_req, reply) => {
+    if (service.state === 'draining') reply.header('connection', 'close');
   });
   app.addHook('onResponse', async (req, reply) => {
     service.metrics.requests.observe(
@@ -163,7 +209,9 @@ export function buildApp(service: Service): FastifyInstance {
   app.setErrorHandler((error, req, reply) => {
     const err = fromFastify(error as Error & { code?: string; statusCode?: number });
     const status = (ERRORS[err.code] as { status?: number }).status ?? 500;
-    if (status >= 500) req.log.error({ err: error, reqId: req.id }, err.message);
+    // Load shedding and draining are expected answers, not failures worth a stack trace.
+    if (status >= 500 && status !== 503) req.log.error({ err: error, reqId: req.id }, err.message);
+    else if (status === 503) req.log.warn({ code: err.code, reqId: req.id }, err.message);
     else req.log.debug({ code: err.code, reqId: req.id }, err.message);
     service.metrics.rejectedRequests.inc({ tenant: req.tenant?.config.id ?? '', code: err.code });
     if (
@@ -248,9 +296,12 @@ export function buildApp(service: Service): FastifyInstance {
         const gzip = encoding !== 'identity';
         const body = gzip ? await inflate(raw, limits.bodyBytes) : raw;
         const bounds = format === 'json' ? await jsonBounds(body) : null;
-        const tenant = req.tenant!;
-        // The pipeline may have been swapped by a reload while the body was decoded.
-        const current = tenant.pipelines.get(runtime.spec.name) ?? runtime;
+        // A reload may have swapped the tenant and its pipelines while the body was decoded:
+        // ingest into the live ones, never into a replaced pipeline whose state was handed over.
+        const tenant = service.tenant(req.tenant!.config.id);
+        const current = tenant?.pipelines.get(runtime.spec.name);
+        if (!tenant || !current)
+          throw new SluiceError('SLUICE_ERR_NOT_FOUND', `no pipeline ${JSON.stringify(runtime.spec.name)}`);
         // From here to ingest nothing awaits: two retries of one request cannot both get through.
         if (idempotencyKey !== undefined) {
           const prior = current.answered(idempotencyKey);

@@ -372,7 +372,15 @@ export class Service {
     this.#state = 'draining';
     for (const t of this.#timers) clearInterval(t);
     const started = performance.now();
-    await this.#app.close();
+    // Connections busy when the stop began go idle after their answer (which says `Connection:
+    // close`); close them as they do, rather than wait for their keep-alive timeout.
+    const server = this.#app.server;
+    const closer = setInterval(() => server.closeIdleConnections(), 50);
+    try {
+      await this.#app.close();
+    } finally {
+      clearInterval(closer);
+    }
     await this.checkpointAll();
     for (const t of this.#tenants.values()) for (const r of t.pipelines.values()) await r.close();
     await this.#committer.close();

@@ -75,6 +75,29 @@ type OpenState = [number, [string, AccState][]][];
 /** A worker's partial states for closed windows: [start, group key, state]. */
 type Partials = [number, string, AccState][];
 
+/**
+ * What a window's state depends on: its geometry, keys and metrics. State saved under one shape
+ * cannot be read as another (a 1 h window restored as 30 min would count events in the wrong one).
+ */
+function shapeOf(config: WindowConfig): string {
+  const g = geometry(config);
+  return JSON.stringify([
+    g.size,
+    g.hop,
+    g.lateness,
+    config.time_field,
+    config.group_by ?? [],
+    config.metrics,
+  ]);
+}
+
+function checkShape(saved: string, config: WindowConfig): void {
+  if (saved !== shapeOf(config))
+    throw new Error(
+      'the window state was saved with another size, hop, lateness, time field, group_by or metrics',
+    );
+}
+
 function groupKeyPart(v: unknown): string {
   return typeof v === 'string' ? v : '\u0001' + JSON.stringify(v ?? null);
 }
@@ -169,16 +192,21 @@ class WindowStep implements OrderedStep {
     return out;
   }
 
-  snapshot(): OpenState {
-    return [...this.#open].map(([start, groups]) => [
-      start,
-      [...groups].map(([key, acc]): [string, AccState] => [key, this.#agg.serialize(acc)]),
-    ]);
+  snapshot(): { shape: string; open: OpenState } {
+    return {
+      shape: shapeOf(this.#config),
+      open: [...this.#open].map(([start, groups]) => [
+        start,
+        [...groups].map(([key, acc]): [string, AccState] => [key, this.#agg.serialize(acc)]),
+      ]),
+    };
   }
 
   restore(state: unknown): void {
+    const { shape, open } = state as { shape: string; open: OpenState };
+    checkShape(shape, this.#config);
     this.#open.clear();
-    for (const [start, groups] of state as OpenState)
+    for (const [start, groups] of open)
       this.#open.set(start, new Map(groups.map(([key, s]) => [key, this.#agg.deserialize(s)])));
   }
 }
@@ -242,12 +270,13 @@ class WindowSequencer implements Sequencer {
     return { upTo: Infinity, keep: true };
   }
 
-  snapshot(): { watermark: number; open: number[] } {
-    return { watermark: this.#watermark, open: [...this.#open] };
+  snapshot(): { shape: string; watermark: number; open: number[] } {
+    return { shape: shapeOf(this.#config), watermark: this.#watermark, open: [...this.#open] };
   }
 
   restore(state: unknown): void {
-    const { watermark, open } = state as { watermark: number; open: number[] };
+    const { shape, watermark, open } = state as { shape: string; watermark: number; open: number[] };
+    checkShape(shape, this.#config);
     const { size, lateness } = this.#g;
     this.#watermark = watermark;
     this.#open.clear();
