@@ -25,6 +25,8 @@ import {
   type Posted,
   type Server,
   type TenantSpec,
+  waitForLog,
+  postJson,
 } from './serve-helpers.ts';
 
 type Json = Record<string, unknown>;
@@ -144,47 +146,6 @@ function assertProblem(res: Posted, status: number, code: ErrorCode, what: strin
 function assertAnswer(res: Posted, what: string): Answer {
   assert.equal(res.status, 202, `${what}: ${res.status} ${JSON.stringify(res.body).slice(0, 500)}`);
   return res.body as Answer;
-}
-
-/** POSTs JSON to the API (replay takes its selection as a JSON body). */
-async function postJson(server: Server, path: string, key: string, body: unknown): Promise<Posted> {
-  const res = await fetch(`${server.url}${path}`, {
-    method: 'POST',
-    headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
-    body: typeof body === 'string' ? body : JSON.stringify(body),
-  });
-  const text = await res.text();
-  let parsed: unknown = text;
-  try {
-    parsed = JSON.parse(text);
-  } catch {
-    // not JSON: keep the text
-  }
-  return { status: res.status, headers: res.headers, body: parsed };
-}
-
-/** Waits until the server's log holds `count` lines matching `pattern`; fails on `refusal`. */
-async function waitForLog(
-  server: Server,
-  pattern: RegExp,
-  count: number,
-  refusal?: RegExp,
-): Promise<string[]> {
-  const deadline = Date.now() + 15_000;
-  for (;;) {
-    const lines = server.output().split('\n');
-    const found = lines.filter((l) => pattern.test(l));
-    if (found.length >= count) return found;
-    if (refusal && lines.some((l) => refusal.test(l)))
-      assert.fail(
-        `the server logged ${refusal} while we waited for ${pattern}:\n${server.output().slice(-3000)}`,
-      );
-    if (Date.now() > deadline)
-      assert.fail(
-        `timed out waiting for ${count} log lines matching ${pattern}:\n${server.output().slice(-3000)}`,
-      );
-    await sleep(25);
-  }
 }
 
 /** Sum of `count` over window rows. */

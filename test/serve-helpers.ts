@@ -4,9 +4,12 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { writeFileSync } from 'node:fs';
+import assert from 'node:assert/strict';
+import { copyFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { BIN, PAYMENTS, ROOT } from './helpers.ts';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { gzipSync } from 'node:zlib';
+import { BIN, PAYMENTS, ROOT, compareWithExpected } from './helpers.ts';
 
 export const sha256Hex = (key: string): string => createHash('sha256').update(key).digest('hex');
 
@@ -129,19 +132,33 @@ export async function postEvents(
     headers: { ...(key ? { authorization: `Bearer ${key}` } : {}), ...headers },
     body,
   });
-  const text = await res.text();
-  let parsed: unknown = text;
-  try {
-    parsed = JSON.parse(text);
-  } catch {
-    // not JSON: keep the text
-  }
-  return { status: res.status, headers: res.headers, body: parsed };
+  return answerOf(res);
 }
 
 /** GETs a JSON resource of the API with a key. */
 export async function getJson(server: { url: string }, path: string, key?: string): Promise<Posted> {
-  const res = await fetch(`${server.url}${path}`, { headers: key ? { authorization: `Bearer ${key}` } : {} });
+  return answerOf(
+    await fetch(`${server.url}${path}`, { headers: key ? { authorization: `Bearer ${key}` } : {} }),
+  );
+}
+
+/** POSTs a JSON body (a string goes as is) to a path of the API with a key. */
+export async function postJson(
+  server: { url: string },
+  path: string,
+  key: string,
+  body: unknown,
+): Promise<Posted> {
+  const res = await fetch(`${server.url}${path}`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+    body: typeof body === 'string' ? body : JSON.stringify(body),
+  });
+  return answerOf(res);
+}
+
+/** A response with its body parsed as JSON when it is JSON, else as text. */
+async function answerOf(res: Response): Promise<Posted> {
   const text = await res.text();
   let parsed: unknown = text;
   try {
@@ -152,21 +169,233 @@ export async function getJson(server: { url: string }, path: string, key?: strin
   return { status: res.status, headers: res.headers, body: parsed };
 }
 
-/** Every window row of a pipeline, following cursors. */
-export async function allWindows(
-  server: { url: string },
-  pipeline: string,
-  key: string,
-): Promise<Record<string, unknown>[]> {
-  const rows: Record<string, unknown>[] = [];
+/** Every item of a paged collection (windows, dead letters), in pages of `limit`, following cursors. */
+async function allPages<T>(server: { url: string }, path: string, key: string, limit: number): Promise<T[]> {
+  const items: T[] = [];
   let cursor: string | null = null;
   do {
     const q: string = cursor ? `&cursor=${cursor}` : '';
-    const page = await getJson(server, `/v1/pipelines/${pipeline}/windows?limit=10000${q}`, key);
-    if (page.status !== 200) throw new Error(`windows: ${page.status} ${JSON.stringify(page.body)}`);
-    const body = page.body as { items: Record<string, unknown>[]; next_cursor: string | null };
-    rows.push(...body.items);
+    const page = await getJson(server, `${path}?limit=${limit}${q}`, key);
+    if (page.status !== 200) throw new Error(`${path}: ${page.status} ${JSON.stringify(page.body)}`);
+    const body = page.body as { items: T[]; next_cursor: string | null };
+    if (body.items.length > limit)
+      throw new Error(`${path}: a page of ${body.items.length} items above limit=${limit}`);
+    items.push(...body.items);
     cursor = body.next_cursor;
   } while (cursor);
-  return rows;
+  return items;
+}
+
+/** Every window row of a pipeline. */
+export function allWindows(
+  server: { url: string },
+  pipeline: string,
+  key: string,
+  limit = 10_000,
+): Promise<Record<string, unknown>[]> {
+  return allPages(server, `/v1/pipelines/${pipeline}/windows`, key, limit);
+}
+
+export interface Letter {
+  id: number;
+  request_id: string | null;
+  index: number;
+  reason: string;
+}
+
+/** Every dead letter of a pipeline, oldest first. */
+export function allDeadLetters(
+  server: { url: string },
+  pipeline: string,
+  key: string,
+  limit = 1000,
+): Promise<Letter[]> {
+  return allPages(server, `/v1/pipelines/${pipeline}/dead-letters`, key, limit);
+}
+
+/** Waits until the server's log holds `count` lines matching `pattern`; fails on `refusal`. */
+export async function waitForLog(
+  server: Server,
+  pattern: RegExp,
+  count: number,
+  refusal?: RegExp,
+): Promise<string[]> {
+  const deadline = Date.now() + 15_000;
+  for (;;) {
+    const lines = server.output().split('\n');
+    const found = lines.filter((l) => pattern.test(l));
+    if (found.length >= count) return found;
+    if (refusal && lines.some((l) => refusal.test(l)))
+      assert.fail(
+        `the server logged ${refusal} while we waited for ${pattern}:\n${server.output().slice(-3000)}`,
+      );
+    if (Date.now() > deadline)
+      assert.fail(
+        `timed out waiting for ${count} log lines matching ${pattern}:\n${server.output().slice(-3000)}`,
+      );
+    await sleep(20);
+  }
+}
+
+/** The lines of an NDJSON file, without their newline. */
+export function readLines(file: string): Buffer[] {
+  const buf = readFileSync(file);
+  const lines: Buffer[] = [];
+  let from = 0;
+  for (let nl = buf.indexOf(10); nl >= 0; nl = buf.indexOf(10, from)) {
+    lines.push(buf.subarray(from, nl));
+    from = nl + 1;
+  }
+  if (from < buf.length) lines.push(buf.subarray(from));
+  return lines;
+}
+
+export interface Batch {
+  /** 0-based index of the batch's first input line. */
+  first: number;
+  count: number;
+  kind: string;
+  body: Buffer;
+  headers: Record<string, string>;
+}
+
+/**
+ * Cuts workload lines into consecutive batches of every body type the API takes: NDJSON (LF or
+ * CRLF, with or without the last line end), JSON arrays, single JSON objects, some gzip. A JSON
+ * array can only hold lines that are JSON, so an array batch stops before the next line that is
+ * not; a line that is not JSON but starts like an object sometimes goes alone as a JSON body.
+ */
+export function planBatches(lines: Buffer[], random: () => number): Batch[] {
+  const isJson = lines.map((l) => {
+    try {
+      JSON.parse(l.toString('utf8'));
+      return true;
+    } catch {
+      return false;
+    }
+  });
+  const batches: Batch[] = [];
+  const nl = Buffer.from('\n');
+  const crlf = Buffer.from('\r\n');
+  let at = 0;
+  while (at < lines.length) {
+    let count = Math.min(
+      lines.length - at,
+      random() < 0.25 ? 1 + Math.floor(random() * 10) : 1 + Math.floor(random() * 500),
+    );
+    const gzip = random() < 0.4;
+    let kind: string;
+    let body: Buffer;
+    let type: string;
+    const pick = random();
+    if (pick < 0.45 || (!isJson[at] && lines[at]![0] !== 0x7b)) {
+      const crlfEnds = random() < 0.2;
+      const end = crlfEnds ? crlf : nl;
+      const parts: Buffer[] = [];
+      for (let i = at; i < at + count; i++) parts.push(lines[i]!, end);
+      if (!crlfEnds && random() < 0.5) parts.pop();
+      body = Buffer.concat(parts);
+      kind = crlfEnds ? 'ndjson-crlf' : 'ndjson';
+      type = random() < 0.5 ? 'application/x-ndjson' : 'application/ndjson';
+    } else if (!isJson[at]) {
+      count = 1;
+      body = lines[at]!;
+      kind = 'json-object';
+      type = 'application/json';
+    } else {
+      let n = 0;
+      while (n < count && isJson[at + n]) n++;
+      count = n;
+      const parts: Buffer[] = [Buffer.from('[')];
+      for (let i = at; i < at + count; i++)
+        parts.push(lines[i]!, Buffer.from(i + 1 < at + count ? ',\n' : ']'));
+      body = Buffer.concat(parts);
+      kind = 'json-array';
+      type = random() < 0.5 ? 'application/json' : 'application/json; charset=utf-8';
+      if (count === 1 && lines[at]![0] === 0x7b && random() < 0.5) {
+        body = lines[at]!;
+        kind = 'json-object';
+      }
+    }
+    const headers: Record<string, string> = { 'content-type': type };
+    if (gzip) {
+      body = gzipSync(body);
+      headers['content-encoding'] = 'gzip';
+      kind += '+gzip';
+    }
+    batches.push({ first: at, count, kind, body, headers });
+    at += count;
+  }
+  return batches;
+}
+
+export interface Answer {
+  accepted: number;
+  duplicates: number;
+  rejected: { index: number; reason: string; detail: string; pointer?: string }[];
+}
+
+export interface DeadLine {
+  line: number;
+  reason: string;
+  detail?: string;
+}
+
+/** The workload's dead letters, by input line, from the 202 answers of `batches`. */
+export function deadFromAnswers(batches: Batch[], answers: Answer[]): DeadLine[] {
+  return answers.flatMap((a, b) =>
+    a.rejected.map((x) => ({ line: batches[b]!.first + x.index + 1, reason: x.reason, detail: x.detail })),
+  );
+}
+
+/** The same from the dead-letter store, through each letter's request id. */
+export function deadFromLetters(
+  batches: Batch[],
+  letters: Letter[],
+  requestId: (b: number) => string,
+): DeadLine[] {
+  const firstLine = new Map(batches.map((batch, b) => [requestId(b), batch.first]));
+  return letters.map((l) => {
+    const first = firstLine.get(l.request_id ?? '');
+    assert.ok(first !== undefined, `dead letter ${l.id} has request_id ${l.request_id}`);
+    return { line: first + l.index + 1, reason: l.reason };
+  });
+}
+
+/**
+ * Writes a workload result directory in the comparison format (windows from the API, dead letters
+ * as given, large from the sink file, the summary from the answers) and compares it with
+ * expected/seed1-100k.
+ */
+export function compareWorkload(
+  out: string,
+  r: {
+    batches: Batch[];
+    answers: Answer[];
+    windows: Record<string, unknown>[];
+    dead: DeadLine[];
+    largeSink: string;
+  },
+): { code: number | null; report: string } {
+  const count = (reason: string): number => r.dead.filter((d) => d.reason === reason).length;
+  const summary = {
+    lines: r.batches.reduce((n, b) => n + b.count, 0),
+    accepted: r.answers.reduce((n, a) => n + a.accepted, 0),
+    invalid: count('parse') + count('invalid'),
+    duplicates: r.answers.reduce((n, a) => n + a.duplicates, 0),
+    late: count('late'),
+    large: readFileSync(r.largeSink, 'utf8')
+      .split('\n')
+      .filter((l) => l !== '').length,
+  };
+  mkdirSync(out, { recursive: true });
+  writeFileSync(
+    join(out, 'windows.ndjson'),
+    r.windows.map(({ closed: _closed, ...row }) => JSON.stringify(row) + '\n').join(''),
+  );
+  const sorted = [...r.dead].sort((x, y) => x.line - y.line);
+  writeFileSync(join(out, 'dead.ndjson'), sorted.map((d) => JSON.stringify(d) + '\n').join(''));
+  copyFileSync(r.largeSink, join(out, 'large.ndjson'));
+  writeFileSync(join(out, 'summary.json'), JSON.stringify(summary, null, 2) + '\n');
+  return compareWithExpected('seed1-100k', out);
 }

@@ -28,6 +28,7 @@ import {
   writeServiceConfig,
   type Server,
   type TenantSpec,
+  waitForLog,
 } from './serve-helpers.ts';
 
 const FIXTURES = join(ROOT, 'test', 'fixtures', 'serve');
@@ -166,30 +167,6 @@ async function waitFor(what: string, ready: () => boolean, timeoutMs = 15_000): 
   const deadline = Date.now() + timeoutMs;
   while (!ready()) {
     if (Date.now() > deadline) assert.fail(`timed out waiting for ${what}`);
-    await sleep(20);
-  }
-}
-
-/** Waits until the server's log holds `count` lines matching `pattern`; fails on `refusal`. */
-async function waitForLog(
-  server: Server,
-  pattern: RegExp,
-  count: number,
-  refusal?: RegExp,
-): Promise<string[]> {
-  const deadline = Date.now() + 15_000;
-  for (;;) {
-    const lines = server.output().split('\n');
-    const found = lines.filter((l) => pattern.test(l));
-    if (found.length >= count) return found;
-    if (refusal && lines.some((l) => refusal.test(l)))
-      assert.fail(
-        `the server logged ${refusal} while we waited for ${pattern}:\n${server.output().slice(-3000)}`,
-      );
-    if (Date.now() > deadline)
-      assert.fail(
-        `timed out waiting for ${count} log lines matching ${pattern}:\n${server.output().slice(-3000)}`,
-      );
     await sleep(20);
   }
 }

@@ -38,8 +38,8 @@ const AGENTS = [
 ];
 const CROCKFORD = '0123456789ABCDEFGHJKMNPQRSTVWXYZ';
 
-/** Deterministic PRNG (mulberry32), so every demo run shows the same numbers. */
-function prng(seed: number): () => number {
+/** Deterministic PRNG (mulberry32), so every demo run shows the same numbers (tests use it too). */
+export function prng(seed: number): () => number {
   let a = seed >>> 0;
   return () => {
     a = (a + 0x6d2b79f5) >>> 0;
