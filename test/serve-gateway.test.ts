@@ -651,6 +651,36 @@ describe('sluice serve: the HTTP gateway', { timeout: 120_000 }, () => {
     });
   });
 
+  it('/metrics shows ingest→durable and ingest→sink latency, queue depth, event-loop lag and heap', async () => {
+    // A rejected record goes to the payments pipeline's dead-letter file sink: a sink delivery.
+    assertAnswer(
+      await postEvents(server, 'payments', KEYS.acme, ndjson([event()]) + 'not json\n'),
+      'acme, with one bad line',
+    );
+    const series = (text: string, name: string): number =>
+      text
+        .split('\n')
+        .filter((l) => l.startsWith(name) && l.includes('tenant="acme"') && l.includes('pipeline="payments"'))
+        .reduce((n, l) => n + Number(l.split(' ').pop()), 0);
+    const deadline = Date.now() + 10_000;
+    let text = '';
+    // Sinks are fed every sinks.interval: wait for a delivery to be observed.
+    while (Date.now() < deadline) {
+      text = await (await fetch(`${server.url}/metrics`)).text();
+      if (series(text, 'sluice_ingest_to_sink_seconds_count') > 0) break;
+      await sleep(50);
+    }
+    assert.ok(series(text, 'sluice_ingest_to_durable_seconds_count') > 0, 'no ingest→durable observation');
+    assert.ok(series(text, 'sluice_ingest_to_sink_seconds_count') > 0, 'no ingest→sink observation');
+    for (const name of [
+      'sluice_queue_depth',
+      'sluice_nodejs_eventloop_lag_seconds',
+      'sluice_nodejs_heap_size_used_bytes',
+      'sluice_in_flight_bytes',
+    ])
+      assert.match(text, new RegExp(`^${name} \\d`, 'm'), `/metrics has no ${name}`);
+  });
+
   it('/metrics is valid Prometheus text with per-tenant, per-pipeline counts', async () => {
     const scrape = async (): Promise<{ text: string; families: MetricFamily[] }> => {
       const res = await fetch(`${server.url}/metrics`);

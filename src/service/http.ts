@@ -12,7 +12,7 @@ import Fastify, {
   type FastifyRequest,
 } from 'fastify';
 import { ERRORS, SluiceError, type ErrorCode } from '../errors.ts';
-import { bodyFormat, inflate, jsonBounds } from '../sources/http/index.ts';
+import { bodyFormat, inflate, jsonBounds, recordCount } from '../sources/http/index.ts';
 import { openApiDocument } from './openapi.ts';
 import type { PipelineRuntime } from './runtime.ts';
 import type { Service, Tenant } from './service.ts';
@@ -103,15 +103,6 @@ function decodeCursor(v: unknown): unknown {
   } catch {
     throw new SluiceError('SLUICE_ERR_BAD_REQUEST', 'cursor is not one this API returned');
   }
-}
-
-/** Counts records without parsing: lines for NDJSON (as the decoder counts them), bounds for JSON. */
-function recordCount(body: Buffer, bounds: Int32Array | null): number {
-  if (bounds) return bounds.length / 2;
-  let n = 0;
-  for (let at = body.indexOf(10); at >= 0; at = body.indexOf(10, at + 1)) n++;
-  if (body.length > 0 && body[body.length - 1] !== 10) n++;
-  return n;
 }
 
 /** Bytes read past the limit before giving up on a body (then the connection is cut). */

@@ -91,6 +91,8 @@ export class PipelineRuntime {
   #lastSeq = 0;
   #checkpointSeq = 0;
   #delivering: Promise<void> | undefined;
+  /** Prepared once: every request with an Idempotency-Key looks its key up. */
+  #answerOf: Database.Statement | undefined;
   /** Idempotency keys of requests processed but not yet durable. */
   readonly #pendingKeys = new Map<string, { answer: IngestAnswer; durable: Promise<void> }>();
   #closed = false;
@@ -255,9 +257,8 @@ export class PipelineRuntime {
   answered(key: string): { answer: IngestAnswer; durable: Promise<void> } | undefined {
     const pending = this.#pendingKeys.get(key);
     if (pending) return pending;
-    const row = this.#ctx.db
-      .prepare('SELECT answer FROM requests WHERE pipeline = ? AND key = ?')
-      .get(this.key, key) as { answer: string } | undefined;
+    this.#answerOf ??= this.#ctx.db.prepare('SELECT answer FROM requests WHERE pipeline = ? AND key = ?');
+    const row = this.#answerOf.get(this.key, key) as { answer: string } | undefined;
     return row ? { answer: JSON.parse(row.answer) as IngestAnswer, durable: Promise.resolve() } : undefined;
   }
 

@@ -90,6 +90,14 @@ function rawOf(
     );
 }
 
+/** Records in NDJSON bytes: a trailing newline ends the last line rather than starting an empty one. */
+export function countLines(buf: Uint8Array): number {
+  let n = 0;
+  for (let at = buf.indexOf(10); at >= 0; at = buf.indexOf(10, at + 1)) n++;
+  if (buf.length > 0 && buf[buf.length - 1] !== 10) n++;
+  return n;
+}
+
 class NdjsonDecoder implements SourceDecoder {
   constructor(private readonly maxRecord: number) {}
 
@@ -106,10 +114,7 @@ class NdjsonDecoder implements SourceDecoder {
         raw: () => buf.toString('utf8'),
       };
     }
-    // Line boundaries; a trailing newline ends the last line rather than starting an empty one.
-    let n = 0;
-    for (let at = buf.indexOf(10); at >= 0; at = buf.indexOf(10, at + 1)) n++;
-    if (buf.length > 0 && buf[buf.length - 1] !== 10) n++;
+    const n = countLines(buf);
     const starts = new Int32Array(n);
     const ends = new Int32Array(n);
     let p = 0;

@@ -9,7 +9,7 @@ import { gunzip } from 'node:zlib';
 import { promisify } from 'node:util';
 import { SluiceError } from '../../errors.ts';
 import type { Chunk, SourceDecoder, SourceSpec } from '../../core/types.ts';
-import { DEFAULT_MAX_RECORD, decoderFor } from '../file/decoder.ts';
+import { DEFAULT_MAX_RECORD, countLines, decoderFor } from '../file/decoder.ts';
 import { jsonArrayChunks } from '../file/reader.ts';
 
 export interface HttpSourceConfig {
@@ -83,6 +83,11 @@ export async function jsonBounds(body: Buffer): Promise<Int32Array> {
     throw err;
   }
   return parts.length === 1 ? parts[0]! : Int32Array.from(parts.flatMap((p) => [...p]));
+}
+
+/** Records in a body, without parsing: as the decoder will count them. */
+export function recordCount(body: Buffer, bounds: Int32Array | null): number {
+  return bounds ? bounds.length / 2 : countLines(body);
 }
 
 /** The chunk a decoded body is, for the pipeline and for replay from the log alike. */
