@@ -167,6 +167,17 @@ export const ERRORS = {
     status: 503,
     hint: 'Retry, against another instance or after the restart; nothing of this request was accepted.',
   },
+  SLUICE_ERR_UNAVAILABLE: {
+    category: 'request',
+    title: 'A service sluice depends on is unreachable',
+    status: 503,
+    hint: 'Retry after the number of seconds in Retry-After; nothing of this request was accepted. Operators: check NATS, PostgreSQL and Redis (see /readyz).',
+  },
+  SLUICE_ERR_CONNECT: {
+    category: 'runtime',
+    title: 'Could not connect to NATS, PostgreSQL or Redis',
+    hint: 'Check the URL in the runtime section, that the server runs and accepts this client, and for NATS that JetStream is enabled (nats-server -js).',
+  },
   SLUICE_ERR_INTERNAL: {
     category: 'request',
     title: 'Internal error',
