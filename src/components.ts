@@ -10,6 +10,7 @@ import { windowTransform } from './transforms/window/index.ts';
 import { routeTransform } from './transforms/route/index.ts';
 import { filterTransform } from './transforms/filter/index.ts';
 import { fileSink } from './sinks/file/index.ts';
+import { natsSink } from './sinks/nats/index.ts';
 import { sqliteSink } from './sinks/sqlite/index.ts';
 import { stdoutSink } from './sinks/stdout/index.ts';
 
@@ -25,5 +26,6 @@ registry.transform(routeTransform);
 registry.transform(filterTransform);
 
 registry.sink(fileSink);
+registry.sink(natsSink);
 registry.sink(sqliteSink);
 registry.sink(stdoutSink);
