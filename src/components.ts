@@ -2,6 +2,7 @@
 import { registry } from './core/registry.ts';
 import { fileSource } from './sources/file/index.ts';
 import { httpSource } from './sources/http/index.ts';
+import { natsSource } from './sources/nats/index.ts';
 import { validateTransform } from './transforms/validate/index.ts';
 import { transformTransform } from './transforms/transform/index.ts';
 import { lookupTransform } from './transforms/lookup/index.ts';
@@ -16,6 +17,7 @@ import { stdoutSink } from './sinks/stdout/index.ts';
 
 registry.source(fileSource);
 registry.source(httpSource);
+registry.source(natsSource);
 
 registry.transform(validateTransform);
 registry.transform(transformTransform);

@@ -67,7 +67,7 @@ export async function main(argv: string[]): Promise<number> {
     .command('run')
     .description('Run a pipeline over an input file (NDJSON or a JSON array, gzip detected) using all cores.')
     .argument('<pipeline>', 'pipeline file (YAML or JSON)')
-    .requiredOption('-i, --input <path>', 'input file, or - for standard input')
+    .option('-i, --input <path>', 'input file, or - for standard input (not for a nats source)')
     .option('-o, --out <dir>', 'directory for the outputs', 'out')
     .option(
       '-w, --workers <n>',

@@ -2,11 +2,12 @@ import { resolve } from 'node:path';
 import { SingleBar } from 'cli-progress';
 import { loadPipeline } from '../core/config.ts';
 import { prepare, runPipeline, type Progress, type RunResult } from '../core/engine.ts';
+import { registry } from '../core/registry.ts';
 import { SluiceError } from '../errors.ts';
 import { exitCodeOf, report } from './main.ts';
 
 export interface RunFlags {
-  input: string;
+  input?: string;
   out: string;
   workers?: number;
   chunkSize: number;
@@ -64,6 +65,16 @@ export function formatSummary(result: RunResult): string {
 
 export async function runCommand(pipelineFile: string, flags: RunFlags): Promise<number> {
   const pipeline = loadPipeline(pipelineFile);
+  const readsInput = registry.sources.get(pipeline.source.type)!.readsInput ?? true;
+  if (readsInput && flags.input === undefined) {
+    report(
+      new SluiceError(
+        'SLUICE_ERR_USAGE',
+        `a ${pipeline.source.type} source reads --input: give a file, or - for standard input`,
+      ),
+    );
+    return 2;
+  }
   const prepared = await prepare(pipeline);
   const controller = new AbortController();
   let interrupts = 0;
@@ -77,7 +88,7 @@ export async function runCommand(pipelineFile: string, flags: RunFlags): Promise
   const bar = flags.progress && process.stderr.isTTY ? progressBar() : undefined;
   try {
     const result = await runPipeline(prepared, {
-      input: flags.input === '-' ? '-' : resolve(flags.input),
+      input: flags.input === undefined || flags.input === '-' ? (flags.input ?? '') : resolve(flags.input),
       outDir: resolve(flags.out),
       workers: flags.workers,
       chunkBytes: flags.chunkSize,

@@ -204,12 +204,13 @@ class Run {
         await this.#race(this.#openSinks());
         await this.#race(this.#startProcessors());
         await this.#race(this.#readAll(reader));
+        await this.#race(this.#finishSequencers());
+        await this.#race(this.#writing);
+        for (const w of this.#writers.values()) await this.#race(w.commit());
+        await this.#race(reader.acknowledge?.() ?? Promise.resolve());
       } finally {
         await reader.close();
       }
-      await this.#race(this.#finishSequencers());
-      await this.#race(this.#writing);
-      for (const w of this.#writers.values()) await this.#race(w.commit());
       const counters = Object.fromEntries([...this.#counters].sort(([a], [b]) => a.localeCompare(b)));
       if (this.#pipeline.summary) await writeSummary(this.#pipeline.summary, counters, this.#options.outDir);
       rss.peak = Math.max(rss.peak, process.memoryUsage.rss(), process.resourceUsage().maxRSS * 1024);

@@ -189,6 +189,11 @@ export interface SourceReader {
   /** Size of the underlying file, when known. */
   readonly totalBytes: number | undefined;
   chunks(): AsyncIterable<Chunk>;
+  /**
+   * Every sink has committed what the run made of the input: a source that can forget its input
+   * (a broker's messages) does it now, and only now, so nothing is lost when a run fails.
+   */
+  acknowledge?(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -198,6 +203,8 @@ export interface SourceSpec<C> {
   readonly schema: Record<string, unknown>;
   /** Whether dead letters should carry the record's `index` besides its line. */
   indexed?(config: C): boolean;
+  /** The source reads `--input` (a file or standard input); false for a broker. Default true. */
+  readsInput?: boolean;
   open(config: C, input: string, options: { chunkBytes: number }): Promise<SourceReader>;
   decoder(config: C): SourceDecoder;
 }

@@ -126,6 +126,8 @@ export const httpSource: SourceSpec<HttpSourceConfig> = {
     },
   },
   indexed: () => true,
+  // `sluice run` refuses it in open(), with or without --input.
+  readsInput: false,
   open: async () => {
     throw new SluiceError(
       'SLUICE_ERR_USAGE',
