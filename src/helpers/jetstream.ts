@@ -5,19 +5,9 @@
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import { jetstreamManager, type JetStreamManager, type StreamInfo } from '@nats-io/jetstream';
 import { SluiceError } from '../errors.ts';
+import { redact } from './url.ts';
 
 export const DEFAULT_NATS_URL = 'nats://127.0.0.1:4222';
-
-/** A URL fit for messages: without its password. */
-export function redact(url: string): string {
-  try {
-    const u = new URL(url);
-    if (u.password) u.password = '***';
-    return u.toString();
-  } catch {
-    return url;
-  }
-}
 
 /**
  * Connects (failing within `timeoutMs` when nobody answers) and checks that the server has

@@ -13,7 +13,8 @@ import type { NatsConnection } from '@nats-io/transport-node';
 import { stringify } from '../../core/encode.ts';
 import type { Rec, SinkSpec, SinkWriter } from '../../core/types.ts';
 import { SluiceError } from '../../errors.ts';
-import { connectJetStream, DEFAULT_NATS_URL, ensureStream, redact } from '../../helpers/jetstream.ts';
+import { connectJetStream, DEFAULT_NATS_URL, ensureStream } from '../../helpers/jetstream.ts';
+import { redact } from '../../helpers/url.ts';
 
 export interface NatsSinkConfig {
   type: 'nats';

@@ -12,7 +12,8 @@
 import { AckPolicy, DeliverPolicy, jetstream, type JsMsg } from '@nats-io/jetstream';
 import type { Chunk, SourceReader, SourceSpec } from '../../core/types.ts';
 import { SluiceError } from '../../errors.ts';
-import { connectJetStream, DEFAULT_NATS_URL, redact } from '../../helpers/jetstream.ts';
+import { connectJetStream, DEFAULT_NATS_URL } from '../../helpers/jetstream.ts';
+import { redact } from '../../helpers/url.ts';
 import { DEFAULT_MAX_RECORD, decoderFor } from '../file/decoder.ts';
 
 export interface NatsSourceConfig {
