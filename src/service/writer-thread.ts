@@ -19,6 +19,11 @@ const db = openDatabase(Database, path, false);
 db.pragma('wal_autocheckpoint = 4096');
 const walThread = new Worker(new URL('./wal-thread.js', import.meta.url), { workerData: { path } });
 walThread.unref();
+// The WAL thread only saves commits some work: if it fails, SQLite's own auto-checkpoint above still
+// keeps the WAL bounded, so its failure must not take the writer down.
+let walThreadGone = false;
+walThread.on('error', () => {});
+walThread.on('exit', () => (walThreadGone = true));
 
 const st = {
   log: db.prepare(
@@ -90,8 +95,11 @@ const apply = db.transaction((ops: CommitOps) => {
 
 port.on('message', (msg: ToWriter) => {
   if (msg.t === 'close') {
-    walThread.postMessage({ t: 'close' });
-    void once(walThread, 'message').then(() => {
+    if (!walThreadGone) walThread.postMessage({ t: 'close' });
+    const walClosed = walThreadGone
+      ? Promise.resolve()
+      : Promise.race([once(walThread, 'message'), once(walThread, 'exit')]);
+    void walClosed.then(() => {
       db.close();
       port.postMessage({ t: 'closed' } satisfies FromWriter);
     });
