@@ -1,8 +1,8 @@
 /** Shared test helpers: run the real `sluice` binary, and the payments workload from ../shared. */
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, renameSync } from 'node:fs';
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 export const ROOT = resolve(fileURLToPath(new URL('..', import.meta.url)));
@@ -87,4 +87,13 @@ export function formatScaled(x: bigint, scale: number): string {
   const text = (negative ? -x : x).toString().padStart(scale + 1, '0');
   const frac = text.slice(-scale).replace(/0+$/, '');
   return (negative ? '-' : '') + text.slice(0, -scale) + (frac === '' ? '' : `.${frac}`);
+}
+
+/** A copy of the payments example in `dir` (its tables and modules beside it), with its pipeline file edited. */
+export function paymentsCopy(dir: string, edit: (yaml: string) => string): string {
+  const copy = join(dir, 'payments');
+  cpSync(dirname(PAYMENTS), copy, { recursive: true });
+  const file = join(copy, 'pipeline.yaml');
+  writeFileSync(file, edit(readFileSync(file, 'utf8')));
+  return file;
 }

@@ -5,37 +5,26 @@
  */
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { cpSync, readFileSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
-import { dirname, join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { connect } from '@nats-io/transport-node';
-import { PAYMENTS, sluice, tempDir, workloadInput } from './helpers.ts';
-import { NATS_URL, reachable } from './services.ts';
+import { paymentsCopy, sluice, tempDir, workloadInput } from './helpers.ts';
+import { freePort, haveBinary, NATS_URL, reachable, untilListening } from './services.ts';
 
 const RUN = `${process.pid}_${Date.now().toString(36)}`;
 const STREAM = `SLUICE_TEST_SINK_${RUN}`;
 const SUBJECT = `sluice.test.sink.${RUN}`;
 
-/** A copy of the payments example with one more sink: its large payments on a JetStream subject. */
-function pipelineWithNats(dir: string, url: string): string {
-  const copy = join(dir, 'payments');
-  cpSync(dirname(PAYMENTS), copy, { recursive: true });
-  const file = join(copy, 'pipeline.yaml');
-  const sink = `  large_nats:\n    type: nats\n    input: large\n    url: ${url}\n    subject: ${SUBJECT}\n    stream: ${STREAM}\n`;
-  writeFileSync(file, readFileSync(file, 'utf8').replace(/^sinks:\n/m, `sinks:\n${sink}`));
-  return file;
-}
-
-const freePort = (): Promise<number> =>
-  new Promise((resolve) => {
-    const s = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => resolve(port));
-    });
-  });
+/** The payments example with one more sink: its large payments on a JetStream subject. */
+const pipelineWithNats = (dir: string, url: string): string =>
+  paymentsCopy(dir, (yaml) =>
+    yaml.replace(
+      /^sinks:\n/m,
+      `sinks:\n  large_nats:\n    type: nats\n    input: large\n    url: ${url}\n    subject: ${SUBJECT}\n    stream: ${STREAM}\n`,
+    ),
+  );
 
 const spawned: ChildProcess[] = [];
 after(async () => {
@@ -99,18 +88,11 @@ describe('sink nats', () => {
   });
 
   it('a NATS without JetStream is SLUICE_ERR_CONNECT saying so', async (t) => {
+    if (!haveBinary(t, 'nats-server')) return;
     const port = await freePort();
     const server = spawn('nats-server', ['-a', '127.0.0.1', '-p', String(port)], { stdio: 'ignore' });
     spawned.push(server);
-    const spawnFailed = await Promise.race([
-      new Promise<boolean>((r) => server.once('error', () => r(true))),
-      sleep(500, false),
-    ]);
-    if (spawnFailed) {
-      if (process.env.CI === 'true') throw new Error('nats-server is not installed');
-      t.skip('nats-server is not installed');
-      return;
-    }
+    await untilListening(port);
     const dir = tempDir('sluice-nats-nojs-');
     const pipeline = pipelineWithNats(dir, `nats://127.0.0.1:${port}`);
     const run = await sluice(['run', pipeline, '--input', workloadInput(100000), '--out', join(dir, 'out')]);

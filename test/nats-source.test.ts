@@ -6,28 +6,36 @@
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { cpSync, readFileSync, writeFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, describe, it } from 'node:test';
 import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { connect } from '@nats-io/transport-node';
-import { BIN, compareWithExpected, PAYMENTS, ROOT, sluice, tempDir, workloadInput } from './helpers.ts';
+import {
+  BIN,
+  compareWithExpected,
+  PAYMENTS,
+  paymentsCopy,
+  ROOT,
+  sluice,
+  tempDir,
+  workloadInput,
+} from './helpers.ts';
 import { NATS_URL, reachable } from './services.ts';
 
 const RUN = `${process.pid}_${Date.now().toString(36)}`;
 const STREAM = `SLUICE_TEST_SOURCE_${RUN}`;
 const SUBJECT = `sluice.test.source.${RUN}`;
 
-/** A copy of the payments example reading the stream instead of a file. */
-function pipelineFromNats(dir: string, consumer: string): string {
-  const copy = join(dir, 'payments');
-  cpSync(dirname(PAYMENTS), copy, { recursive: true });
-  const file = join(copy, 'pipeline.yaml');
-  const source = `source:\n  type: nats\n  url: ${NATS_URL}\n  stream: ${STREAM}\n  consumer: ${consumer}\n`;
-  writeFileSync(file, readFileSync(file, 'utf8').replace(/^source:\n(?: {2}.*\n)+/m, source));
-  return file;
-}
+/** The payments example reading the stream instead of a file. */
+const pipelineFromNats = (dir: string, consumer: string): string =>
+  paymentsCopy(dir, (yaml) =>
+    yaml.replace(
+      /^source:\n(?: {2}.*\n)+/m,
+      `source:\n  type: nats\n  url: ${NATS_URL}\n  stream: ${STREAM}\n  consumer: ${consumer}\n`,
+    ),
+  );
 
 after(async () => {
   try {

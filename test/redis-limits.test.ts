@@ -6,7 +6,7 @@
  * refusing), the outage is logged once, and the shared buckets are used again when Redis is back.
  */
 import assert from 'node:assert/strict';
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { createServer, type Socket } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -15,7 +15,7 @@ import { Redis } from 'ioredis';
 import type { TenantLimits } from '../dist/service/config.js';
 import { TenantLimiter, type Verdict } from '../dist/service/rate-limit.js';
 import { SharedLimiter, type OnRedisError } from '../dist/service/shared-limits.js';
-import { REDIS_URL, reachable } from './services.ts';
+import { freePort, haveBinary, REDIS_URL, reachable } from './services.ts';
 
 const RUN = `${process.pid}_${Date.now().toString(36)}`;
 const PREFIX = `sluice:test:limits:${RUN}:`;
@@ -90,14 +90,6 @@ async function bucket(redis: Redis, key: string): Promise<{ tokens: number; ts: 
   return tokens === null || ts === null ? undefined : { tokens: Number(tokens), ts: Number(ts) };
 }
 
-const freePort = (): Promise<number> =>
-  new Promise((resolve) => {
-    const s = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => resolve(port));
-    });
-  });
-
 /** A redis-server of the test's own on `port`, answering; killed in after() if the test does not. */
 async function startRedis(port: number): Promise<ChildProcess> {
   const p = spawn(
@@ -121,15 +113,6 @@ async function kill(p: ChildProcess): Promise<void> {
   const exited = once(p, 'exit');
   p.kill('SIGKILL');
   await exited;
-}
-
-/** Whether redis-server can be started here: under CI it must be. */
-function haveRedisServer(t: TestContext): boolean {
-  if (spawnSync('redis-server', ['--version']).status === 0) return true;
-  const message = 'redis-server is not installed; the fallback tests start their own';
-  if (process.env.CI === 'true') throw new Error(message);
-  t.skip(message);
-  return false;
 }
 
 /** Takes one event `n` times in a row; how many each decider admitted and refused. */
@@ -383,7 +366,7 @@ describe('shared rate limits (Redis)', { timeout: 120_000 }, () => {
     "with onError 'local', Redis down means per-instance limits; it is used again once back",
     { timeout: TIMEOUT },
     async (t) => {
-      if (!haveRedisServer(t)) return;
+      if (!haveBinary(t, 'redis-server')) return;
       const port = await freePort();
       let server = await startRedis(port);
       const log = new Log();
@@ -417,7 +400,7 @@ describe('shared rate limits (Redis)', { timeout: 120_000 }, () => {
     "with onError 'reject', Redis down means every request is refused until it is back",
     { timeout: TIMEOUT },
     async (t) => {
-      if (!haveRedisServer(t)) return;
+      if (!haveBinary(t, 'redis-server')) return;
       const port = await freePort();
       let server = await startRedis(port);
       const log = new Log();
@@ -446,7 +429,7 @@ describe('shared rate limits (Redis)', { timeout: 120_000 }, () => {
   );
 
   it('a Redis that stops answering costs each take at most the timeout', { timeout: TIMEOUT }, async (t) => {
-    if (!haveRedisServer(t)) return;
+    if (!haveBinary(t, 'redis-server')) return;
     const port = await freePort();
     const server = await startRedis(port);
     const log = new Log();

@@ -3,7 +3,8 @@
  * defaults. A test asks `reachable()` first: under CI=true a missing service fails the test, elsewhere
  * the test is skipped with a message saying what to start.
  */
-import { connect } from 'node:net';
+import { spawnSync } from 'node:child_process';
+import { connect, createServer } from 'node:net';
 import type { TestContext } from 'node:test';
 import postgres from 'postgres';
 
@@ -56,4 +57,33 @@ export async function freshSchema(label: string): Promise<{ schema: string; drop
 /** A client whose tables resolve in `schema`. */
 export function pgIn(schema: string, max = 2): postgres.Sql {
   return postgres(PG_URL, { max, onnotice: () => {}, connection: { search_path: schema } });
+}
+
+/** A port free on 127.0.0.1 right now, for a throwaway server of a fault test. */
+export const freePort = (): Promise<number> =>
+  new Promise((resolve) => {
+    const s = createServer().listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as { port: number };
+      s.close(() => resolve(port));
+    });
+  });
+
+/** Resolves once something listens on 127.0.0.1:`port` (a server a test just started). */
+export async function untilListening(port: number, timeoutMs = 5000): Promise<void> {
+  for (const deadline = Date.now() + timeoutMs; !(await portOpen(`tcp://127.0.0.1:${port}`, port));) {
+    if (Date.now() > deadline) throw new Error(`nothing listens on 127.0.0.1:${port} after ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+/**
+ * Whether a server binary the fault tests start themselves (nats-server, redis-server) is installed:
+ * under CI it must be, elsewhere the test is skipped.
+ */
+export function haveBinary(t: TestContext, command: string): boolean {
+  if (spawnSync(command, ['--version']).status === 0) return true;
+  const message = `${command} is not installed; this test starts its own`;
+  if (process.env.CI === 'true') throw new Error(message);
+  t.skip(message);
+  return false;
 }

@@ -3,7 +3,13 @@
  * the same for the `nats` source and sink and for the cluster runtime's log.
  */
 import { connect, type NatsConnection } from '@nats-io/transport-node';
-import { jetstreamManager, type JetStreamManager, type StreamInfo } from '@nats-io/jetstream';
+import {
+  JetStreamApiCodes,
+  JetStreamApiError,
+  jetstreamManager,
+  type JetStreamManager,
+  type StreamInfo,
+} from '@nats-io/jetstream';
 import { SluiceError } from '../errors.ts';
 import { redact } from './url.ts';
 
@@ -56,6 +62,12 @@ export async function connectJetStream(
   }
 }
 
+/** Whether a JetStream API call failed because the stream or consumer it named does not exist. */
+export const streamMissing = (err: unknown): boolean =>
+  err instanceof JetStreamApiError && err.code === JetStreamApiCodes.StreamNotFound;
+export const consumerMissing = (err: unknown): boolean =>
+  err instanceof JetStreamApiError && err.code === JetStreamApiCodes.ConsumerNotFound;
+
 export interface StreamSpec {
   name: string;
   subjects: string[];
@@ -76,7 +88,7 @@ export async function ensureStream(jsm: JetStreamManager, spec: StreamSpec): Pro
   try {
     info = await jsm.streams.info(spec.name);
   } catch (err) {
-    if (!/stream not found/i.test((err as Error).message)) throw connectError(spec, err);
+    if (!streamMissing(err)) throw connectError(spec, err);
   }
   try {
     if (!info)

@@ -12,7 +12,12 @@
 import { AckPolicy, DeliverPolicy, jetstream, type JsMsg } from '@nats-io/jetstream';
 import type { Chunk, SourceReader, SourceSpec } from '../../core/types.ts';
 import { SluiceError } from '../../errors.ts';
-import { connectJetStream, DEFAULT_NATS_URL } from '../../helpers/jetstream.ts';
+import {
+  connectJetStream,
+  consumerMissing,
+  DEFAULT_NATS_URL,
+  streamMissing,
+} from '../../helpers/jetstream.ts';
 import { redact } from '../../helpers/url.ts';
 import { DEFAULT_MAX_RECORD, decoderFor } from '../file/decoder.ts';
 
@@ -120,14 +125,16 @@ export const natsSource: SourceSpec<NatsSourceConfig> = {
       await jsm.streams.info(config.stream).catch((err: Error) => {
         throw new SluiceError(
           'SLUICE_ERR_CONNECT',
-          `no JetStream stream ${config.stream} at ${redact(url)}`,
-          {
-            cause: err,
-            hint: 'Create the stream (nats stream add) or correct source.stream.',
-          },
+          streamMissing(err)
+            ? `no JetStream stream ${config.stream} at ${redact(url)}`
+            : `JetStream stream ${config.stream} at ${redact(url)} could not be read: ${err.message}`,
+          { cause: err, hint: 'Create the stream (nats stream add) or correct source.stream.' },
         );
       });
-      const existing = await jsm.consumers.info(config.stream, durable).catch(() => undefined);
+      const existing = await jsm.consumers.info(config.stream, durable).catch((err: unknown) => {
+        if (consumerMissing(err)) return undefined;
+        throw err;
+      });
       if (existing && existing.config.ack_policy !== AckPolicy.All)
         throw new SluiceError(
           'SLUICE_ERR_CONFIG_INVALID',
