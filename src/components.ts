@@ -12,6 +12,7 @@ import { routeTransform } from './transforms/route/index.ts';
 import { filterTransform } from './transforms/filter/index.ts';
 import { fileSink } from './sinks/file/index.ts';
 import { natsSink } from './sinks/nats/index.ts';
+import { postgresSink } from './sinks/postgres/index.ts';
 import { sqliteSink } from './sinks/sqlite/index.ts';
 import { stdoutSink } from './sinks/stdout/index.ts';
 
@@ -29,5 +30,6 @@ registry.transform(filterTransform);
 
 registry.sink(fileSink);
 registry.sink(natsSink);
+registry.sink(postgresSink);
 registry.sink(sqliteSink);
 registry.sink(stdoutSink);

@@ -171,7 +171,7 @@ export const ERRORS = {
     category: 'request',
     title: 'A service sluice depends on is unreachable',
     status: 503,
-    hint: 'Retry after the number of seconds in Retry-After; nothing of this request was accepted. Operators: check NATS, PostgreSQL and Redis (see /readyz).',
+    hint: 'Retry after the number of seconds in Retry-After, with the same Idempotency-Key (a request whose publish timed out may have been stored). Operators: check NATS, PostgreSQL and Redis (see /readyz).',
   },
   SLUICE_ERR_CONNECT: {
     category: 'runtime',

@@ -34,6 +34,7 @@ describe('PostgreSQL migrations', () => {
         [
           'sluice_checkpoints',
           'sluice_dead_letters',
+          'sluice_instances',
           'sluice_migrations',
           'sluice_outbox',
           'sluice_pipelines',

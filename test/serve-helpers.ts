@@ -5,7 +5,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import assert from 'node:assert/strict';
-import { copyFileSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { gzipSync } from 'node:zlib';
@@ -388,6 +388,22 @@ export function compareWorkload(
       .split('\n')
       .filter((l) => l !== '').length,
   };
+  return compareResults(out, {
+    windows: r.windows,
+    dead: r.dead,
+    large: readFileSync(r.largeSink, 'utf8'),
+    summary,
+  });
+}
+
+/**
+ * Writes a result directory in the comparison format (window rows without `closed`, dead letters
+ * by line, large payments as NDJSON text, the summary) and compares it with expected/seed1-100k.
+ */
+export function compareResults(
+  out: string,
+  r: { windows: Record<string, unknown>[]; dead: DeadLine[]; large: string; summary: object },
+): { code: number | null; report: string } {
   mkdirSync(out, { recursive: true });
   writeFileSync(
     join(out, 'windows.ndjson'),
@@ -395,7 +411,7 @@ export function compareWorkload(
   );
   const sorted = [...r.dead].sort((x, y) => x.line - y.line);
   writeFileSync(join(out, 'dead.ndjson'), sorted.map((d) => JSON.stringify(d) + '\n').join(''));
-  copyFileSync(r.largeSink, join(out, 'large.ndjson'));
-  writeFileSync(join(out, 'summary.json'), JSON.stringify(summary, null, 2) + '\n');
+  writeFileSync(join(out, 'large.ndjson'), r.large);
+  writeFileSync(join(out, 'summary.json'), JSON.stringify(r.summary, null, 2) + '\n');
   return compareWithExpected('seed1-100k', out);
 }

@@ -6,6 +6,7 @@
 import { resolve } from 'node:path';
 import { pino } from 'pino';
 import { embeddedConfig, loadServiceConfig, type ServiceConfig } from '../service/config.ts';
+import { ClusterService } from '../cluster/service.ts';
 import { Service } from '../service/service.ts';
 
 export interface ServeFlags {
@@ -29,9 +30,20 @@ export async function serveCommand(file: string | undefined, flags: ServeFlags):
     return config;
   };
   const config = load();
-  const service = await Service.start(config, log);
+  const service =
+    config.runtime.type === 'cluster'
+      ? await ClusterService.start(config, log)
+      : await Service.start(config, log);
   const pipelines = config.tenants.flatMap((t) => [...t.pipelines.keys()].map((p) => `${t.id}/${p}`));
-  log.info({ url: service.url, store: config.store.path, pipelines }, 'listening');
+  log.info(
+    {
+      url: service.url,
+      runtime: config.runtime.type,
+      ...(config.runtime.type === 'embedded' ? { store: config.store.path } : {}),
+      pipelines,
+    },
+    'listening',
+  );
   if (config.demoKey) {
     const first = config.tenants[0]!;
     const pipeline = [...first.pipelines.keys()][0]!;

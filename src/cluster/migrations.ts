@@ -16,6 +16,7 @@
  * - `sluice_requests`: answers to requests with an Idempotency-Key.
  * - `sluice_outbox` and `sluice_sink_cursors`: records for sinks outside PostgreSQL, and how far each
  *   sink got.
+ * - `sluice_instances`: the instances alive (a heartbeat), so each takes its share of pipelines.
  */
 import type { Sql, TransactionSql } from 'postgres';
 import { SluiceError } from '../errors.ts';
@@ -101,6 +102,17 @@ export const MIGRATIONS: readonly Migration[] = [
       if (!ts) return;
       // The primary key already includes window_start, as a hypertable's unique keys must.
       await tx`SELECT create_hypertable('sluice_windows', 'window_start', if_not_exists => TRUE, migrate_data => TRUE)`;
+    },
+  },
+  {
+    version: 3,
+    name: 'live instances, to share pipelines among them',
+    async up(tx) {
+      await tx`
+        CREATE TABLE sluice_instances (
+          instance text PRIMARY KEY,
+          seen_at timestamptz NOT NULL DEFAULT now()
+        )`;
     },
   },
 ];

@@ -4,6 +4,7 @@
  */
 import { connect, type NatsConnection } from '@nats-io/transport-node';
 import {
+  DiscardPolicy,
   JetStreamApiCodes,
   JetStreamApiError,
   jetstreamManager,
@@ -75,6 +76,8 @@ export interface StreamSpec {
   maxAgeMs?: number;
   /** The broker drops a message whose Nats-Msg-Id it saw within this window (ms). */
   duplicateWindowMs?: number;
+  /** Largest size; when full, new messages are refused (never old ones dropped). */
+  maxBytes?: number;
 }
 
 const nanos = (ms: number): number => ms * 1_000_000;
@@ -97,6 +100,7 @@ export async function ensureStream(jsm: JetStreamManager, spec: StreamSpec): Pro
         subjects: spec.subjects,
         ...(spec.maxAgeMs ? { max_age: nanos(spec.maxAgeMs) } : {}),
         ...(spec.duplicateWindowMs ? { duplicate_window: nanos(spec.duplicateWindowMs) } : {}),
+        ...(spec.maxBytes ? { max_bytes: spec.maxBytes, discard: DiscardPolicy.New } : {}),
       });
     const missing = spec.subjects.filter((s) => !info.config.subjects?.includes(s));
     if (missing.length === 0) return info;

@@ -5,6 +5,7 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { hostname } from 'node:os';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Ajv2020 } from 'ajv/dist/2020.js';
@@ -28,9 +29,24 @@ export interface TenantConfig {
   pipelines: Map<string, ResolvedPipeline>;
 }
 
+export type OnRedisError = 'local' | 'reject';
+
+/** `runtime: { type: cluster }`: NATS JetStream as the log, PostgreSQL as the store (docs/architecture.md). */
+export interface ClusterRuntimeConfig {
+  type: 'cluster';
+  /** This instance's name, in logs and in `sluice_pipelines.owner`. */
+  instance: string;
+  nats: { url: string; stream: string; duplicateWindowMs: number; maxBytes: number | undefined };
+  postgres: { url: string };
+  /** Without it, rate limits are per instance. */
+  redis: { url: string; prefix: string; timeoutMs: number; onError: OnRedisError } | undefined;
+  owner: { batch: number; claimIntervalMs: number };
+}
+
 export interface ServiceConfig {
   /** Absolute path of the config file; undefined for the embedded defaults. */
   file: string | undefined;
+  runtime: { type: 'embedded' } | ClusterRuntimeConfig;
   listen: { host: string; port: number };
   store: { path: string; retentionMs: number | undefined };
   /** Where the pipelines' sinks write: `<outputs>/<tenant>/<pipeline>/`. */
@@ -60,6 +76,96 @@ export const serviceSchema = {
   required: ['tenants'],
   additionalProperties: false,
   properties: {
+    runtime: {
+      type: 'object',
+      additionalProperties: false,
+      description:
+        'Where requests are logged and processed: `embedded` (one process, SQLite) or `cluster` (NATS JetStream, PostgreSQL, Redis; docs/architecture.md).',
+      properties: {
+        type: { enum: ['embedded', 'cluster'], default: 'embedded' },
+        instance: {
+          type: 'string',
+          minLength: 1,
+          description: "This instance's name in logs and in PostgreSQL (default: host name and process id).",
+        },
+        nats: {
+          type: 'object',
+          additionalProperties: false,
+          properties: {
+            url: {
+              type: 'string',
+              default: 'nats://127.0.0.1:4222',
+              description: 'NATS server(s), comma-separated.',
+            },
+            stream: {
+              type: 'string',
+              pattern: '^[A-Za-z0-9_-]{1,32}$',
+              default: 'SLUICE',
+              description:
+                "JetStream stream holding every pipeline's requests (subjects `<stream>.<tenant>.<pipeline>`).",
+            },
+            duplicate_window: {
+              ...duration,
+              default: '2m',
+              description: 'A retry with the same Idempotency-Key within this window is not stored twice.',
+            },
+            max_bytes: {
+              type: 'integer',
+              minimum: 1048576,
+              description: 'Largest size of the stream; when full, ingest answers 503 (default: no limit).',
+            },
+          },
+        },
+        postgres: {
+          type: 'object',
+          additionalProperties: false,
+          properties: {
+            url: {
+              type: 'string',
+              default: 'postgres://postgres@127.0.0.1:5432/postgres',
+              description: 'PostgreSQL URL; the schema is created and migrated at start.',
+            },
+          },
+        },
+        redis: {
+          type: 'object',
+          additionalProperties: false,
+          description: 'Shares rate limits between instances; without it each instance limits on its own.',
+          properties: {
+            url: { type: 'string', default: 'redis://127.0.0.1:6379' },
+            prefix: {
+              type: 'string',
+              default: 'sluice:limits:',
+              description: 'Prefix of the keys sluice writes.',
+            },
+            timeout: { ...duration, default: '50ms', description: 'Longest wait for Redis on a request.' },
+            on_error: {
+              enum: ['local', 'reject'],
+              default: 'local',
+              description: 'When Redis is unreachable: `local` limits per instance, `reject` answers 503.',
+            },
+          },
+        },
+        owner: {
+          type: 'object',
+          additionalProperties: false,
+          properties: {
+            batch: {
+              type: 'integer',
+              minimum: 1,
+              maximum: 100000,
+              default: 1000,
+              description: 'Requests (stream messages) per owner transaction at most.',
+            },
+            claim_interval: {
+              ...duration,
+              default: '2s',
+              description: 'How often an instance tries to take pipelines that have no owner.',
+            },
+          },
+        },
+      },
+    },
     listen: {
       type: 'object',
       additionalProperties: false,
@@ -199,6 +305,14 @@ function validate(): ReturnType<Ajv2020['compile']> {
 }
 
 interface RawService {
+  runtime?: {
+    type?: 'embedded' | 'cluster';
+    instance?: string;
+    nats?: { url?: string; stream?: string; duplicate_window?: string | number; max_bytes?: number };
+    postgres?: { url?: string };
+    redis?: { url?: string; prefix?: string; timeout?: string | number; on_error?: OnRedisError };
+    owner?: { batch?: number; claim_interval?: string | number };
+  };
   listen?: { host?: string; port?: number };
   store?: { path?: string; retention?: string | number };
   outputs?: string;
@@ -302,6 +416,7 @@ function resolveService(raw: RawService, file: string | undefined, base: string)
     );
   return {
     file,
+    runtime: runtimeOf(raw.runtime, where),
     listen: { host: raw.listen?.host ?? '127.0.0.1', port: raw.listen?.port ?? 8080 },
     store: {
       path: storePath,
@@ -321,6 +436,46 @@ function resolveService(raw: RawService, file: string | undefined, base: string)
     deliveryIntervalMs: durationAt(raw.sinks?.interval, '200ms', where, 'sinks.interval'),
     shutdownTimeoutMs: durationAt(raw.shutdown_timeout, '9s', where, 'shutdown_timeout'),
     tenants,
+  };
+}
+
+function runtimeOf(raw: RawService['runtime'], where: string): ServiceConfig['runtime'] {
+  if ((raw?.type ?? 'embedded') === 'embedded') {
+    const extra = Object.keys(raw ?? {}).filter((k) => k !== 'type');
+    if (extra.length > 0)
+      throw new SluiceError(
+        'SLUICE_ERR_CONFIG_INVALID',
+        `runtime.${extra[0]} applies to the cluster runtime only, and runtime.type is embedded`,
+        {
+          hint: 'Set runtime.type: cluster, or remove the cluster settings.',
+          location: { file: where, path: `runtime.${extra[0]}` },
+        },
+      );
+    return { type: 'embedded' };
+  }
+  const r = raw!;
+  return {
+    type: 'cluster',
+    instance: r.instance ?? `${hostname()}-${process.pid}`,
+    nats: {
+      url: r.nats?.url ?? 'nats://127.0.0.1:4222',
+      stream: r.nats?.stream ?? 'SLUICE',
+      duplicateWindowMs: durationAt(r.nats?.duplicate_window, '2m', where, 'runtime.nats.duplicate_window'),
+      maxBytes: r.nats?.max_bytes,
+    },
+    postgres: { url: r.postgres?.url ?? 'postgres://postgres@127.0.0.1:5432/postgres' },
+    redis: r.redis
+      ? {
+          url: r.redis.url ?? 'redis://127.0.0.1:6379',
+          prefix: r.redis.prefix ?? 'sluice:limits:',
+          timeoutMs: durationAt(r.redis.timeout, '50ms', where, 'runtime.redis.timeout'),
+          onError: r.redis.on_error ?? 'local',
+        }
+      : undefined,
+    owner: {
+      batch: r.owner?.batch ?? 1000,
+      claimIntervalMs: durationAt(r.owner?.claim_interval, '2s', where, 'runtime.owner.claim_interval'),
+    },
   };
 }
 

@@ -13,15 +13,14 @@ import Fastify, {
 } from 'fastify';
 import { ERRORS, SluiceError, type ErrorCode } from '../errors.ts';
 import { bodyFormat, inflate, jsonBounds, recordCount } from '../sources/http/index.ts';
+import type { PipelineHandle, ServiceHandle, TenantHandle } from './api.ts';
 import { openApiDocument } from './openapi.ts';
-import type { PipelineRuntime } from './runtime.ts';
-import type { Service, Tenant } from './service.ts';
 
 const DOCS = 'https://github.com/sluice-dev/sluice/blob/main/docs/errors.md';
 
 declare module 'fastify' {
   interface FastifyRequest {
-    tenant?: Tenant;
+    tenant?: TenantHandle;
     startedAt: number;
     /** Gives back the request's share of limits.in_flight_bytes. */
     release?: () => void;
@@ -159,7 +158,7 @@ function idempotencyKeyOf(req: FastifyRequest): string | undefined {
   return v;
 }
 
-export function buildApp(service: Service): FastifyInstance {
+export function buildApp(service: ServiceHandle): FastifyInstance {
   const { limits } = service.config;
   const app = Fastify({
     loggerInstance: service.log as FastifyBaseLogger,
@@ -208,7 +207,8 @@ export function buildApp(service: Service): FastifyInstance {
     if (
       err.code === 'SLUICE_ERR_OVERLOADED' ||
       err.code === 'SLUICE_ERR_SHUTTING_DOWN' ||
-      err.code === 'SLUICE_ERR_STORE'
+      err.code === 'SLUICE_ERR_STORE' ||
+      err.code === 'SLUICE_ERR_UNAVAILABLE'
     )
       reply.header('retry-after', '1');
     return problem(reply, err);
@@ -221,7 +221,7 @@ export function buildApp(service: Service): FastifyInstance {
     );
   });
 
-  const pipelineOf = (req: FastifyRequest): PipelineRuntime => {
+  const pipelineOf = (req: FastifyRequest): PipelineHandle => {
     const tenant = service.authenticate(req.headers.authorization);
     if (!tenant)
       throw new SluiceError(
@@ -238,8 +238,9 @@ export function buildApp(service: Service): FastifyInstance {
 
   app.get('/healthz', async () => ({ status: 'ok' }));
   app.get('/readyz', async (_req, reply) => {
-    if (service.ready) return { status: 'ready' };
-    return reply.code(503).header('retry-after', '1').send({ status: service.state });
+    const { ready, body } = await service.readiness();
+    if (ready) return body;
+    return reply.code(503).header('retry-after', '1').send(body);
   });
   app.get('/metrics', async (_req, reply) => {
     reply.type(service.metrics.registry.contentType);
@@ -301,7 +302,15 @@ export function buildApp(service: Service): FastifyInstance {
             return reply.code(202).header('idempotent-replayed', 'true').send(prior.answer);
           }
         }
-        const verdict = tenant.limiter.take(recordCount(body, bounds), body.length);
+        const taken = tenant.limiter.take(recordCount(body, bounds), body.length);
+        // Awaited only when the limiter is remote (Redis): a local verdict keeps this path
+        // synchronous, which the idempotency check above relies on.
+        const verdict = taken instanceof Promise ? await taken : taken;
+        if (verdict.decidedBy === 'unavailable')
+          throw new SluiceError(
+            'SLUICE_ERR_UNAVAILABLE',
+            'the shared rate limits (Redis) are unreachable and runtime.redis.on_error is reject',
+          );
         if (!verdict.ok) {
           if (verdict.tooBig)
             throw new SluiceError(
@@ -317,15 +326,16 @@ export function buildApp(service: Service): FastifyInstance {
         }
         const readAt = performance.now();
         const { answer, durable } = current.ingest(
-          { raw, gzip, body, bounds },
+          { raw, gzip, body, bounds, format },
           { requestId: req.id, receivedMs: Date.now(), idempotencyKey },
         );
         service.noteLogged(current, raw.length);
-        await durable;
+        const outcome = await durable;
         service.metrics.ingestToDurable.observe(
           { tenant: tenant.config.id, pipeline: runtime.spec.name },
           (performance.now() - readAt) / 1000,
         );
+        if (outcome === 'replayed') reply.header('idempotent-replayed', 'true');
         return reply.code(202).send(answer);
       }
     },
@@ -357,7 +367,7 @@ export function buildApp(service: Service): FastifyInstance {
         !(Array.isArray(after) && typeof after[0] === 'number' && typeof after[1] === 'string')
       )
         throw new SluiceError('SLUICE_ERR_BAD_REQUEST', 'cursor is not one this API returned');
-      const page = runtime.windows({
+      const page = await runtime.windows({
         output: w,
         fromMs: instant('from', from),
         toMs: instant('to', to),
@@ -383,7 +393,7 @@ export function buildApp(service: Service): FastifyInstance {
       const after = decodeCursor(cursor) ?? 0;
       if (typeof after !== 'number')
         throw new SluiceError('SLUICE_ERR_BAD_REQUEST', 'cursor is not one this API returned');
-      const page = runtime.deadLetters({
+      const page = await runtime.deadLetters({
         reason: reason || undefined,
         fromMs: instant('from', from),
         toMs: instant('to', to),
@@ -427,7 +437,7 @@ export function buildApp(service: Service): FastifyInstance {
       if (q.reason !== undefined && typeof q.reason !== 'string')
         throw new SluiceError('SLUICE_ERR_BAD_REQUEST', 'reason must be a string');
       // The records replayed at once are bounded like a request body.
-      const result = runtime.replay(
+      const result = await runtime.replay(
         {
           ids: ids as number[] | undefined,
           reason: q.reason as string | undefined,

@@ -4,6 +4,9 @@
  * route; never anything from a request body.
  */
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { DEAD_OUTPUT } from '../core/config.ts';
+import type { ChunkResult } from '../core/stream.ts';
+import type { WindowedOutput } from '../core/types.ts';
 
 const TP = ['tenant', 'pipeline'] as const;
 
@@ -117,3 +120,25 @@ export function createMetrics() {
 }
 
 export type Metrics = ReturnType<typeof createMetrics>;
+
+/**
+ * Counts what processing one chunk (a request) gave: its records, the accepted, duplicates and
+ * dead letters among them, and the window rows it closed. The same for both runtimes.
+ */
+export function countChunk(
+  m: Metrics,
+  labels: { tenant: string; pipeline: string },
+  result: ChunkResult,
+  windowed: WindowedOutput[],
+): void {
+  const dead = result.outputs.get(DEAD_OUTPUT) ?? [];
+  const duplicates = result.counters['dropped.duplicate'] ?? 0;
+  m.received.inc(labels, result.records);
+  m.accepted.inc(labels, result.records - dead.length - duplicates);
+  if (duplicates > 0) m.duplicates.inc(labels, duplicates);
+  for (const d of dead) m.dead.inc({ ...labels, reason: d.reason as string });
+  for (const w of windowed) {
+    const n = result.outputs.get(w.output)?.length ?? 0;
+    if (n > 0) m.windowsClosed.inc({ ...labels, output: w.output }, n);
+  }
+}

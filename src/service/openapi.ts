@@ -98,6 +98,24 @@ const limit = (fallback: number): Json => ({
   default: fallback,
 });
 
+/** Dead letters a replay left where they are; the same in both runtimes. */
+const skipped: Json = {
+  type: 'array',
+  description: 'Dead letters that do not hold their whole record (too_large, or raw cut); they stay.',
+  items: {
+    type: 'object',
+    required: ['id', 'reason'],
+    additionalProperties: false,
+    properties: { id: { type: 'integer' }, reason: { type: 'string' } },
+  },
+};
+
+const dependency = (what: string): Json => ({
+  type: 'string',
+  enum: ['up', 'down'],
+  description: `${what} (cluster runtime).`,
+});
+
 const schemas: Json = {
   Problem: {
     type: 'object',
@@ -157,6 +175,16 @@ const schemas: Json = {
         description: 'Records dropped by a dedupe step as duplicates of an earlier event.',
       },
       rejected: { type: 'array', items: ref('schemas', 'Rejection') },
+    },
+  },
+  QueuedAnswer: {
+    type: 'object',
+    description:
+      "The cluster runtime's answer: the request is stored on the pipeline's stream, and its records are processed later by the pipeline's owner. Records that fail become dead letters with the request's `request_id` and their `index`.",
+    required: ['queued'],
+    additionalProperties: false,
+    properties: {
+      queued: { type: 'integer', minimum: 0, description: 'The number of records in the body.' },
     },
   },
   WindowRow: {
@@ -271,16 +299,24 @@ const schemas: Json = {
           },
         },
       },
-      skipped: {
-        type: 'array',
-        description: 'Dead letters that do not hold their whole record (too_large, or raw cut); they stay.',
-        items: {
-          type: 'object',
-          required: ['id', 'reason'],
-          additionalProperties: false,
-          properties: { id: { type: 'integer' }, reason: { type: 'string' } },
-        },
+      skipped,
+    },
+  },
+  QueuedReplayAnswer: {
+    type: 'object',
+    description:
+      "The cluster runtime's answer: the records are published as one message; the pipeline's owner processes them and deletes the replayed dead letters in the same transaction.",
+    required: ['replayed', 'queued', 'skipped'],
+    additionalProperties: false,
+    properties: {
+      replayed: {
+        type: 'integer',
+        minimum: 0,
+        description:
+          'Dead letters whose records were queued; they stay listed until the owner has processed them.',
       },
+      queued: { type: 'integer', minimum: 0, description: 'Records queued (one per replayed dead letter).' },
+      skipped,
     },
   },
   Status: {
@@ -290,6 +326,33 @@ const schemas: Json = {
       status: {
         type: 'string',
         enum: ['ok', 'ready', 'starting', 'recovering', 'draining', 'stopped'],
+      },
+    },
+  },
+  Readiness: {
+    type: 'object',
+    description:
+      'The embedded runtime answers `status` alone. The cluster runtime adds its dependencies and the pipelines this instance owns.',
+    required: ['status'],
+    additionalProperties: false,
+    properties: {
+      status: {
+        type: 'string',
+        enum: ['ready', 'starting', 'recovering', 'degraded', 'draining', 'stopped'],
+        description: '`degraded`: a cluster instance that is running but cannot reach NATS.',
+      },
+      nats: dependency('NATS JetStream; while it is down the instance takes no request'),
+      postgres: dependency('PostgreSQL; while it is down, queries and replays answer 503'),
+      redis: {
+        type: 'string',
+        enum: ['up', 'down', 'not configured'],
+        description:
+          'Redis for shared rate limits; `not configured` without `runtime.redis` (cluster runtime).',
+      },
+      owns: {
+        type: 'array',
+        items: { type: 'string' },
+        description: 'The pipelines this instance owns now, as `tenant/pipeline` (cluster runtime).',
       },
     },
   },
@@ -336,7 +399,7 @@ const paths: Json = {
       tags: ['events'],
       summary: 'Send events to a pipeline',
       description:
-        'The body is one JSON object, a JSON array of objects, or NDJSON (one object per line), optionally gzip (`Content-Encoding: gzip`); `limits.body_bytes` applies before and after decompression. Each record is processed on its own: a bad one becomes a dead letter and is listed in `rejected`, the rest goes on. A 202 is sent only once the body and everything it produced are durable in the store. With `Idempotency-Key`, a retry gets the first answer instead of being processed again.',
+        'The body is one JSON object, a JSON array of objects, or NDJSON (one object per line), optionally gzip (`Content-Encoding: gzip`); `limits.body_bytes` applies before and after decompression. Each record is processed on its own: a bad one becomes a dead letter, the rest goes on. In the embedded runtime, the answer lists the bad ones in `rejected`, a 202 is sent only once the body and everything it produced are durable in the store, and with `Idempotency-Key` a retry gets the first answer instead of being processed again. In the cluster runtime, the 202 (`QueuedAnswer`) is sent once NATS JetStream has stored the request; the records are processed later, and those that fail become dead letters.',
       parameters: [
         ref('parameters', 'Pipeline'),
         {
@@ -349,7 +412,7 @@ const paths: Json = {
           name: 'Idempotency-Key',
           in: 'header',
           description:
-            'Your id for this batch of events (a UUID, say). A request with a key already answered with a 202 for this pipeline (within `idempotency.retention`, 24 h by default) is not processed again: it gets that answer, with `idempotent-replayed: true`. The body is not compared.',
+            'Your id for this batch of events (a UUID, say). A request with a key already answered with a 202 for this pipeline (within `idempotency.retention`, 24 h by default) is not processed again: it gets that answer, with `idempotent-replayed: true`. The body is not compared. In the cluster runtime, a retry within `runtime.nats.duplicate_window` (2 min by default) is not stored again, and its 202 has `idempotent-replayed: true`.',
           schema: { type: 'string', minLength: 1, maxLength: 255, pattern: '^[!-~]+$' },
         },
         ref('parameters', 'RequestId'),
@@ -380,24 +443,34 @@ const paths: Json = {
       responses: {
         '202': {
           description:
-            'Every record was processed and the outcome is durable: accepted, dropped as a duplicate, or a dead letter listed in `rejected`.',
+            'Embedded runtime (`IngestAnswer`): every record was processed and the outcome is durable: accepted, dropped as a duplicate, or a dead letter listed in `rejected`. Cluster runtime (`QueuedAnswer`): the request is stored on the stream and its records are queued.',
           headers: {
             ...requestIdHeader,
             'idempotent-replayed': {
               description:
-                '`true` when this is the stored answer to an earlier request with the same Idempotency-Key.',
+                '`true` when an earlier request to this pipeline had the same Idempotency-Key: in the embedded runtime this is its stored answer; in the cluster runtime the request was already on the stream and was not stored again.',
               schema: { type: 'string', const: 'true' },
             },
           },
           content: {
             'application/json': {
-              schema: ref('schemas', 'IngestAnswer'),
-              example: {
-                accepted: 1,
-                duplicates: 0,
-                rejected: [
-                  { index: 1, reason: 'invalid', detail: 'missing required field /type', pointer: '/type' },
-                ],
+              schema: { oneOf: [ref('schemas', 'IngestAnswer'), ref('schemas', 'QueuedAnswer')] },
+              examples: {
+                embedded: {
+                  value: {
+                    accepted: 1,
+                    duplicates: 0,
+                    rejected: [
+                      {
+                        index: 1,
+                        reason: 'invalid',
+                        detail: 'missing required field /type',
+                        pointer: '/type',
+                      },
+                    ],
+                  },
+                },
+                cluster: { value: { queued: 2 } },
               },
             },
           },
@@ -412,7 +485,7 @@ const paths: Json = {
       tags: ['results'],
       summary: "Query a window step's rows",
       description:
-        "Closed rows (final, from the store) and open rows (state so far), ordered by window start then group key. Query parameters other than the ones below filter on the window's `group_by` fields (`?currency=EUR&region=EU`); any other name is a 400.",
+        "Closed rows (final, from the store) and open rows (state so far), ordered by window start then group key. In the cluster runtime rows come from PostgreSQL, and an open row is its window's state when the pipeline's owner last caught up with the stream or checkpointed; 503 while PostgreSQL is unreachable. Query parameters other than the ones below filter on the window's `group_by` fields (`?currency=EUR&region=EU`); any other name is a 400.",
       parameters: [
         ref('parameters', 'Pipeline'),
         {
@@ -446,7 +519,7 @@ const paths: Json = {
           headers: requestIdHeader,
           content: { 'application/json': { schema: ref('schemas', 'WindowPage') } },
         },
-        ...errors(400, 401, 404, 500),
+        ...errors(400, 401, 404, 500, 503),
       },
     },
   },
@@ -455,7 +528,8 @@ const paths: Json = {
       operationId: 'listDeadLetters',
       tags: ['dead letters'],
       summary: 'Query dead letters',
-      description: 'Oldest first. Any other query parameter is a 400.',
+      description:
+        'Oldest first. Any other query parameter is a 400. In the cluster runtime, 503 while PostgreSQL is unreachable.',
       parameters: [
         ref('parameters', 'Pipeline'),
         { name: 'reason', in: 'query', description: 'Only this reason.', schema: { type: 'string' } },
@@ -471,7 +545,7 @@ const paths: Json = {
           headers: requestIdHeader,
           content: { 'application/json': { schema: ref('schemas', 'DeadLetterPage') } },
         },
-        ...errors(400, 401, 404, 500),
+        ...errors(400, 401, 404, 500, 503),
       },
     },
   },
@@ -481,7 +555,7 @@ const paths: Json = {
       tags: ['dead letters'],
       summary: 'Run dead letters again through the current pipeline',
       description:
-        'Each chosen dead letter is processed again as if just received, exactly like ingested events, in one durable step: the replayed ones leave the dead-letter store, and those that fail again become new dead letters. The answer comes once that is durable.',
+        'Each chosen dead letter is processed again as if just received, exactly like ingested events, in one durable step: the replayed ones leave the dead-letter store, and those that fail again become new dead letters. In the embedded runtime the answer (`ReplayAnswer`) comes once that is durable. In the cluster runtime (`QueuedReplayAnswer`) it comes once the records are stored on the stream as one message; the owner processes them later and deletes the replayed dead letters in the same transaction.',
       parameters: [ref('parameters', 'Pipeline'), ref('parameters', 'RequestId')],
       requestBody: {
         required: false,
@@ -494,9 +568,13 @@ const paths: Json = {
       },
       responses: {
         '200': {
-          description: 'What the replay did.',
+          description: 'What the replay did (embedded runtime) or queued (cluster runtime).',
           headers: requestIdHeader,
-          content: { 'application/json': { schema: ref('schemas', 'ReplayAnswer') } },
+          content: {
+            'application/json': {
+              schema: { oneOf: [ref('schemas', 'ReplayAnswer'), ref('schemas', 'QueuedReplayAnswer')] },
+            },
+          },
         },
         ...errors(400, 401, 404, 413, 500, 503),
       },
@@ -543,14 +621,37 @@ const paths: Json = {
         '200': {
           description: 'Ready.',
           content: {
-            'application/json': { schema: ref('schemas', 'Status'), example: { status: 'ready' } },
+            'application/json': {
+              schema: ref('schemas', 'Readiness'),
+              examples: {
+                embedded: { value: { status: 'ready' } },
+                cluster: {
+                  value: {
+                    status: 'ready',
+                    nats: 'up',
+                    postgres: 'up',
+                    redis: 'not configured',
+                    owns: ['demo/payments'],
+                  },
+                },
+              },
+            },
           },
         },
         '503': {
-          description: 'Not ready: restoring state after a store error, or stopping.',
+          description:
+            'Not ready: starting, restoring state after a store error, or stopping; in the cluster runtime also `degraded` while NATS is unreachable.',
           headers: { 'retry-after': ref('headers', 'RetryAfter') },
           content: {
-            'application/json': { schema: ref('schemas', 'Status'), example: { status: 'recovering' } },
+            'application/json': {
+              schema: ref('schemas', 'Readiness'),
+              examples: {
+                embedded: { value: { status: 'recovering' } },
+                cluster: {
+                  value: { status: 'degraded', nats: 'down', postgres: 'up', redis: 'up', owns: [] },
+                },
+              },
+            },
           },
         },
       },

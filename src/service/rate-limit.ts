@@ -35,6 +35,8 @@ export interface Verdict {
   /** The request can never fit: it is larger than the bucket. */
   tooBig: boolean;
   limit?: 'events' | 'bytes';
+  /** Who decided, when the limits are shared (`shared-limits.ts`); 'unavailable' refuses with 503. */
+  decidedBy?: 'redis' | 'local' | 'unavailable';
 }
 
 export class TenantLimiter {

@@ -15,16 +15,17 @@
 import { serialize, deserialize } from 'node:v8';
 import type Database from 'better-sqlite3';
 import type { Logger } from 'pino';
-import { DEAD_OUTPUT, type ResolvedSink } from '../core/config.ts';
+import { DEAD_OUTPUT, type ResolvedPipeline, type ResolvedSink } from '../core/config.ts';
 import { stringify } from '../core/encode.ts';
 import type { Prepared } from '../core/engine.ts';
 import { registry } from '../core/registry.ts';
 import { StreamPipeline, type ChunkResult, type StreamSnapshot } from '../core/stream.ts';
-import type { Rec, WindowedOutput } from '../core/types.ts';
+import type { Encoder, Rec, SinkWriter, WindowedOutput } from '../core/types.ts';
 import { SluiceError } from '../errors.ts';
 import { bodyChunk, inflate } from '../sources/http/index.ts';
+import type { DeadLetterQuery, Page, ReplayFilter, WindowQuery } from './api.ts';
 import type { Committer } from './committer.ts';
-import type { Metrics } from './metrics.ts';
+import { countChunk, type Metrics } from './metrics.ts';
 import type { CommitOps } from './store.ts';
 
 export interface Rejection {
@@ -103,10 +104,7 @@ export class PipelineRuntime {
     this.key = `${spec.tenant}/${spec.name}`;
     this.#stream = stream;
     const pipeline = spec.prepared.pipeline;
-    this.windowed = pipeline.steps.flatMap((s) => {
-      const w = registry.transforms.get(s.type)!.windowed?.(s.config, s.id);
-      return w ? [w] : [];
-    });
+    this.windowed = windowedOutputs(pipeline);
     const cursors = ctx.db
       .prepare('SELECT sink, seq, position FROM sink_cursors WHERE pipeline = ?')
       .all(this.key) as { sink: string; seq: number; position: number | null }[];
@@ -246,7 +244,12 @@ export class PipelineRuntime {
       extra?.(ops);
     }, body.raw.length);
     if (meta.idempotencyKey !== undefined) this.#remember(meta.idempotencyKey, answer, durable);
-    this.#count(result, answer);
+    countChunk(
+      this.#ctx.metrics,
+      { tenant: this.spec.tenant, pipeline: this.spec.name },
+      result,
+      this.windowed,
+    );
     return { answer, durable };
   }
 
@@ -308,19 +311,6 @@ export class PipelineRuntime {
     }
   }
 
-  #count(result: ChunkResult, answer: IngestAnswer): void {
-    const m = this.#ctx.metrics;
-    const labels = { tenant: this.spec.tenant, pipeline: this.spec.name };
-    m.received.inc(labels, result.records);
-    m.accepted.inc(labels, answer.accepted);
-    if (answer.duplicates > 0) m.duplicates.inc(labels, answer.duplicates);
-    for (const r of answer.rejected) m.dead.inc({ ...labels, reason: r.reason });
-    for (const w of this.windowed) {
-      const n = result.outputs.get(w.output)?.length ?? 0;
-      if (n > 0) m.windowsClosed.inc({ ...labels, output: w.output }, n);
-    }
-  }
-
   /** Whether the state changed since the last checkpoint. */
   get dirty(): boolean {
     return this.#lastSeq !== this.#checkpointSeq;
@@ -340,15 +330,7 @@ export class PipelineRuntime {
 
   /** Re-runs chosen dead letters through the current pipeline; replayed ones leave the store. */
   replay(
-    filter: {
-      ids?: number[];
-      reason?: string;
-      fromMs?: number;
-      toMs?: number;
-      limit?: number;
-      /** Stop selecting once the records' text reaches this size (the rest stays for later). */
-      maxBytes?: number;
-    },
+    filter: ReplayFilter,
     meta: { requestId: string; receivedMs: number },
   ): {
     answer: {
@@ -402,7 +384,7 @@ export class PipelineRuntime {
     };
   }
 
-  #selectDead(filter: { ids?: number[]; reason?: string; fromMs?: number; toMs?: number; limit?: number }): {
+  #selectDead(filter: ReplayFilter): {
     id: number;
     letter: string;
   }[] {
@@ -431,10 +413,7 @@ export class PipelineRuntime {
   }
 
   /** Dead letters, oldest first, after `cursor` (an id). */
-  deadLetters(q: { reason?: string; fromMs?: number; toMs?: number; limit: number; after: number }): {
-    items: Rec[];
-    next: number | undefined;
-  } {
+  deadLetters(q: DeadLetterQuery): Page<number> {
     const where = ['pipeline = ?', 'id > ?'];
     const args: unknown[] = [this.key, q.after];
     if (q.reason !== undefined) {
@@ -466,14 +445,7 @@ export class PipelineRuntime {
   }
 
   /** Window rows, closed ones from the store and open ones from the live state, by start then key. */
-  windows(q: {
-    output: WindowedOutput;
-    fromMs?: number;
-    toMs?: number;
-    keys: Record<string, string>;
-    limit: number;
-    after?: [number, string];
-  }): { items: Rec[]; next: [number, string] | undefined } {
+  windows(q: WindowQuery): Page<[number, string]> {
     const w = q.output;
     const where = ['pipeline = ?', 'output = ?'];
     const args: unknown[] = [this.key, w.output];
@@ -597,21 +569,7 @@ export class PipelineRuntime {
         state.position = start;
       }
     }
-    let count = 0;
-    try {
-      for (const row of rows) {
-        const records = row.records
-          .split('\n')
-          .filter((l) => l !== '')
-          .map((l) => JSON.parse(l) as Rec);
-        count += records.length;
-        await writer.write(encode(records), records.length);
-      }
-      await writer.commit();
-    } catch (err) {
-      await writer.abort().catch(() => {});
-      throw err;
-    }
+    const count = await writeOutboxRows(writer, encode, rows);
     const seq = rows[rows.length - 1]!.seq;
     const position = writer.position?.();
     await this.#ctx.committer.commit((ops) => {
@@ -643,14 +601,52 @@ export class PipelineRuntime {
   }
 }
 
-function startMs(v: unknown): number {
+/**
+ * Writes outbox rows (NDJSON records) to an opened sink writer and commits it; aborts it and
+ * rethrows on failure. Returns the number of records written.
+ */
+export async function writeOutboxRows(
+  writer: SinkWriter,
+  encode: Encoder,
+  rows: { records: string }[],
+): Promise<number> {
+  let count = 0;
+  try {
+    for (const row of rows) {
+      const records = row.records
+        .split('\n')
+        .filter((l) => l !== '')
+        .map((l) => JSON.parse(l) as Rec);
+      count += records.length;
+      await writer.write(encode(records), records.length);
+    }
+    await writer.commit();
+  } catch (err) {
+    await writer.abort().catch(() => {});
+    throw err;
+  }
+  return count;
+}
+
+/** The outputs of a pipeline's window steps, with what identifies a row. */
+export function windowedOutputs(pipeline: ResolvedPipeline): WindowedOutput[] {
+  return pipeline.steps.flatMap((s) => {
+    const w = registry.transforms.get(s.type)!.windowed?.(s.config, s.id);
+    return w ? [w] : [];
+  });
+}
+
+/** A window row's start as epoch ms. */
+export function startMs(v: unknown): number {
   return typeof v === 'number' ? v : Date.parse(String(v));
 }
 
-function keyText(v: unknown): string {
+/** A group_by value as the text a query filter compares with. */
+export function keyText(v: unknown): string {
   return typeof v === 'string' ? v : JSON.stringify(v ?? null);
 }
 
-function windowKey(row: Rec, w: WindowedOutput): string {
+/** A window row's key within its start: its group_by values, as JSON. */
+export function windowKey(row: Rec, w: WindowedOutput): string {
   return JSON.stringify(w.keys.map((k) => row[k] ?? null));
 }

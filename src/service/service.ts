@@ -3,7 +3,7 @@
  * every tenant's pipelines, the timers that checkpoint and deliver to sinks, and the lifecycle:
  * SIGTERM drains and checkpoints, SIGHUP swaps in a new config without dropping a request.
  */
-import { createHash, timingSafeEqual } from 'node:crypto';
+import { createHash } from 'node:crypto';
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { isAbsolute } from 'node:path';
 import Database from 'better-sqlite3';
@@ -14,7 +14,10 @@ import type { ResolvedPipeline } from '../core/config.ts';
 import { SluiceError } from '../errors.ts';
 import { Committer } from './committer.ts';
 import type { ServiceConfig, TenantConfig } from './config.ts';
+import type { ServiceHandle, ServiceState } from './api.ts';
+import { Admission } from './admission.ts';
 import { buildApp } from './http.ts';
+import { KeyRing } from './keys.ts';
 import { createMetrics, type Metrics } from './metrics.ts';
 import { TenantLimiter } from './rate-limit.ts';
 import { PipelineRuntime, type PipelineSpec, type RuntimeContext } from './runtime.ts';
@@ -26,12 +29,12 @@ export interface Tenant {
   pipelines: Map<string, PipelineRuntime>;
 }
 
-export type ServiceState = 'starting' | 'ready' | 'recovering' | 'draining' | 'stopped';
+export type { ServiceState };
 
 /** Log a checkpoint early when this much log has built up since the last one. */
 const CHECKPOINT_LOG_BYTES = 64 * 1024 * 1024;
 
-export class Service {
+export class Service implements ServiceHandle {
   readonly log: Logger;
   readonly metrics: Metrics;
   config: ServiceConfig;
@@ -40,13 +43,11 @@ export class Service {
   #db!: Database.Database;
   #ctx!: RuntimeContext;
   #tenants = new Map<string, Tenant>();
-  /** Every configured key hash with its tenant, scanned in full on each request (constant time). */
-  #keys: { hash: Buffer; tenant: string }[] = [];
+  #keys = new KeyRing([]);
   #seq = 0;
   #timers: NodeJS.Timeout[] = [];
   #state: ServiceState = 'starting';
-  #inFlightBytes = 0;
-  #inFlightRequests = 0;
+  readonly #admission = new Admission();
   #logBytes = new Map<string, number>();
   url = '';
 
@@ -125,8 +126,8 @@ export class Service {
       setInterval(() => this.#deliverAll(), config.deliveryIntervalMs).unref(),
       setInterval(() => {
         this.metrics.queueDepth.set(this.#committer.waiting);
-        this.metrics.inFlightBytes.set(this.#inFlightBytes);
-        this.metrics.inFlightRequests.set(this.#inFlightRequests);
+        this.metrics.inFlightBytes.set(this.#admission.bytes);
+        this.metrics.inFlightRequests.set(this.#admission.requests);
       }, 1000).unref(),
     );
     this.#state = 'ready';
@@ -168,17 +169,13 @@ export class Service {
   #install(config: ServiceConfig, tenants: Map<string, Tenant>): void {
     this.config = config;
     this.#tenants = tenants;
-    this.#keys = config.tenants.flatMap((t) => t.keyHashes.map((hash) => ({ hash, tenant: t.id })));
+    this.#keys = new KeyRing(config.tenants);
   }
 
-  /** The tenant a bearer key belongs to. Every stored hash is compared, in constant time each. */
+  /** The tenant a bearer key belongs to. */
   authenticate(authorization: string | undefined): Tenant | undefined {
-    const m = /^Bearer\s+(\S+)\s*$/i.exec(authorization ?? '');
-    if (!m) return undefined;
-    const presented = createHash('sha256').update(m[1]!, 'utf8').digest();
-    let found: string | undefined;
-    for (const k of this.#keys) if (timingSafeEqual(k.hash, presented)) found = k.tenant;
-    return found === undefined ? undefined : this.#tenants.get(found);
+    const id = this.#keys.tenantOf(authorization);
+    return id === undefined ? undefined : this.#tenants.get(id);
   }
 
   /** Whether a new ingest request may start; otherwise the error to answer with. */
@@ -190,31 +187,12 @@ export class Service {
         'SLUICE_ERR_OVERLOADED',
         'the service is restoring pipeline state after a store error',
       );
-    const { limits } = this.config;
-    if (this.#inFlightRequests >= limits.inFlightRequests)
-      return new SluiceError(
-        'SLUICE_ERR_OVERLOADED',
-        `${this.#inFlightRequests} requests are in flight (limits.in_flight_requests = ${limits.inFlightRequests})`,
-      );
-    if (this.#inFlightBytes + bytes > limits.inFlightBytes)
-      return new SluiceError(
-        'SLUICE_ERR_OVERLOADED',
-        `${this.#inFlightBytes} bytes are waiting to be processed or made durable (limits.in_flight_bytes = ${limits.inFlightBytes})`,
-      );
-    return undefined;
+    return this.#admission.admit(this.config.limits, bytes);
   }
 
   /** Tracks a request's bytes from arrival to answer; returns the release function. */
   track(bytes: number): () => void {
-    this.#inFlightRequests++;
-    this.#inFlightBytes += bytes;
-    let released = false;
-    return () => {
-      if (released) return;
-      released = true;
-      this.#inFlightRequests--;
-      this.#inFlightBytes -= bytes;
-    };
+    return this.#admission.track(bytes);
   }
 
   /** Called after each ingest: checkpoints early when much log built up. */
@@ -361,6 +339,10 @@ export class Service {
 
   get ready(): boolean {
     return this.#state === 'ready';
+  }
+
+  async readiness(): Promise<{ ready: boolean; body: Record<string, unknown> }> {
+    return { ready: this.ready, body: { status: this.ready ? 'ready' : this.#state } };
   }
 
   /**

@@ -12,10 +12,10 @@
 import { Redis } from 'ioredis';
 import { SluiceError } from '../errors.ts';
 import { redact } from '../helpers/url.ts';
-import type { TenantLimits } from './config.ts';
+import type { OnRedisError, TenantLimits } from './config.ts';
 import { TenantLimiter, type Verdict } from './rate-limit.ts';
 
-export type OnRedisError = 'local' | 'reject';
+export type { OnRedisError };
 
 export interface SharedLimiterOptions {
   url: string;

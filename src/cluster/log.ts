@@ -1,0 +1,66 @@
+/**
+ * The cluster's log: one JetStream stream, one subject per pipeline, one message per request. The
+ * message is the request body as received (gzip stays gzip); headers say how to read it.
+ */
+import { headers as natsHeaders, type MsgHdrs } from '@nats-io/transport-node';
+import type { BodyFormat } from '../sources/http/index.ts';
+
+/** Tenant and pipeline names may hold '.', a NATS token separator: escaped, reversibly. */
+const token = (name: string): string => name.replace(/[_.]/g, (c) => (c === '_' ? '_5f' : '_2e'));
+
+export const subjectOf = (stream: string, tenant: string, pipeline: string): string =>
+  `${stream}.${token(tenant)}.${token(pipeline)}`;
+
+export const subjectsOf = (stream: string): string[] => [`${stream}.>`];
+
+export const HEADER = {
+  requestId: 'Sluice-Request-Id',
+  receivedMs: 'Sluice-Received-Ms',
+  format: 'Sluice-Format',
+  gzip: 'Sluice-Gzip',
+  /** Dead letters this message replays: deleted when it is processed. */
+  replay: 'Sluice-Replay',
+  /** Record bounds (base64 of int32 pairs), for bodies cut by sluice itself (replays). */
+  bounds: 'Sluice-Bounds',
+} as const;
+
+export interface RequestMeta {
+  requestId: string | null;
+  receivedMs: number;
+  format: BodyFormat;
+  gzip: boolean;
+  replayIds: number[];
+  bounds: Int32Array | null;
+}
+
+export function requestHeaders(
+  meta: Omit<RequestMeta, 'replayIds' | 'bounds'> & { replayIds?: number[]; bounds?: Int32Array },
+): MsgHdrs {
+  const h = natsHeaders();
+  if (meta.requestId !== null) h.set(HEADER.requestId, meta.requestId);
+  h.set(HEADER.receivedMs, String(meta.receivedMs));
+  h.set(HEADER.format, meta.format);
+  if (meta.gzip) h.set(HEADER.gzip, '1');
+  if (meta.replayIds && meta.replayIds.length > 0) h.set(HEADER.replay, meta.replayIds.join(','));
+  if (meta.bounds)
+    h.set(
+      HEADER.bounds,
+      Buffer.from(meta.bounds.buffer, meta.bounds.byteOffset, meta.bounds.byteLength).toString('base64'),
+    );
+  return h;
+}
+
+/** A message's headers; one published by something else reads as NDJSON received when stored. */
+export function requestMeta(h: MsgHdrs | undefined, storedMs: number): RequestMeta {
+  const received = Number(h?.get(HEADER.receivedMs));
+  const replay = h?.get(HEADER.replay) ?? '';
+  const bounds = h?.get(HEADER.bounds) ?? '';
+  return {
+    requestId: h?.get(HEADER.requestId) || null,
+    receivedMs: Number.isFinite(received) && received > 0 ? received : storedMs,
+    format: h?.get(HEADER.format) === 'json' ? 'json' : 'ndjson',
+    gzip: h?.get(HEADER.gzip) === '1',
+    replayIds: replay === '' ? [] : replay.split(',').map(Number).filter(Number.isSafeInteger),
+    bounds: bounds === '' ? null : new Int32Array(new Uint8Array(Buffer.from(bounds, 'base64')).buffer),
+  };
+}

@@ -1,0 +1,573 @@
+/**
+ * The owner of one pipeline in the cluster runtime (docs/architecture.md): the one instance that
+ * applies the pipeline to its stream, in stream order, and writes the results to PostgreSQL.
+ *
+ * Every instance runs one `PipelineOwner` per pipeline; at most one of them owns it at a time:
+ * 1. Claim: a session-level advisory lock on a connection of its own, then `epoch + 1` in
+ *    `sluice_pipelines`. Every later commit updates the pipeline's row only if the epoch is still
+ *    its own, so an owner that lost its lock (connection dropped, instance paused) cannot write
+ *    after another took over.
+ * 2. Restore the checkpoint (state after stream sequence `seq`), and read the pipeline's subject
+ *    from `seq + 1` with an ordered consumer. Messages up to the committed `position` are processed
+ *    again with their outputs discarded (they are in PostgreSQL already): the state is then exactly
+ *    what it was after the last commit.
+ * 3. Batches of messages after the position are processed and committed in one transaction each:
+ *    dead letters, window rows, rows of postgres sinks, records for other sinks (outbox), the new
+ *    position, and every `checkpoint.interval` the state. A committed checkpoint lets the stream
+ *    drop the messages it covers.
+ * 4. Any failure (PostgreSQL or NATS unreachable, the epoch taken over) drops the in-memory state
+ *    and starts again at 1: state is only ever rebuilt from what was committed, so a failure at any
+ *    point leaves nothing half-done and counts nothing twice.
+ */
+import { join } from 'node:path';
+import { deserialize, serialize } from 'node:v8';
+import type { JetStreamClient, JetStreamManager, JsMsg } from '@nats-io/jetstream';
+import type { Logger } from 'pino';
+import type { Sql, TransactionSql } from 'postgres';
+import { DEAD_OUTPUT, type ResolvedSink } from '../core/config.ts';
+import { stringify } from '../core/encode.ts';
+import { registry } from '../core/registry.ts';
+import { StreamPipeline, type ChunkResult, type StreamSnapshot } from '../core/stream.ts';
+import type { Rec, WindowedOutput } from '../core/types.ts';
+import { openPg } from '../helpers/postgres.ts';
+import { bodyChunk, inflate, jsonBounds } from '../sources/http/index.ts';
+import { createTableSql, insertRows, rowOf, type PostgresSinkConfig } from '../sinks/postgres/index.ts';
+import { countChunk, type Metrics } from '../service/metrics.ts';
+import {
+  startMs,
+  windowedOutputs,
+  windowKey,
+  writeOutboxRows,
+  type PipelineSpec,
+} from '../service/runtime.ts';
+import { requestMeta, type RequestMeta } from './log.ts';
+
+export interface OwnerContext {
+  pgUrl: string;
+  js: JetStreamClient;
+  jsm: JetStreamManager;
+  stream: string;
+  instance: string;
+  log: Logger;
+  metrics: Metrics;
+  /** Messages per transaction at most. */
+  batch: number;
+  claimIntervalMs: number;
+  checkpointIntervalMs: number;
+  maxBodyBytes: number;
+  /** Whether this instance is below its share of pipelines (and so should take one more). */
+  belowShare(): boolean;
+  /** Where file sinks write: `<outputsDir>/<tenant>/<pipeline>/`. */
+  outputsDir: string;
+}
+
+/** Claims a pipeline beyond its share once the pipeline was found without owner this many times. */
+const ORPHAN_TRIES = 3;
+
+export type OwnerStatus = 'waiting' | 'owner' | 'retrying' | 'stopped';
+
+/** Any constant unique to sluice: the key of the lock under which sink tables are created. */
+const SINK_TABLES_LOCK = 0x51_71_ce_02;
+/** Outbox rows per sink write. */
+const DELIVERY_BATCH = 200;
+/** A failed delivery is tried again after this long. */
+const DELIVERY_RETRY_MS = 1000;
+/** A batch is committed when it is full or this long after its first message. */
+const FLUSH_MS = 50;
+/** Messages the consumer buffers ahead of processing. */
+const READ_AHEAD = 1024;
+
+class LostOwnership extends Error {}
+
+const pgConfig = (sink: ResolvedSink): PostgresSinkConfig => sink.config as unknown as PostgresSinkConfig;
+
+/** Results of the messages since the last commit. */
+class Pending {
+  messages = 0;
+  lastSeq = 0;
+  readonly dead: { ms: string; reason: string; requestId: string | null; letter: string }[] = [];
+  /** Window rows by (output, start, key): a later row of the same window replaces an earlier one. */
+  readonly windows = new Map<
+    string,
+    [output: string, start: string, key: string, row: string, closed: string]
+  >();
+  readonly sinkRows = new Map<string, (string | null)[][]>();
+  readonly outbox = new Map<string, string>();
+  readonly replayed: number[] = [];
+}
+
+export class PipelineOwner {
+  readonly key: string;
+  readonly subject: string;
+  #status: OwnerStatus = 'waiting';
+  #stopping = false;
+  /** Handing the pipeline to another instance (this one has more than its share). */
+  #releasing = false;
+  /** Times the pipeline was found without owner while this instance had its share. */
+  #orphanSeen = 0;
+  #wake: (() => void) | undefined;
+  #loop: Promise<void> | undefined;
+  /** The live consumer's messages, to stop them when the owner stops. */
+  #messages: { stop(): void } | undefined;
+  #position = 0;
+  readonly windowed: WindowedOutput[];
+
+  constructor(
+    private readonly ctx: OwnerContext,
+    readonly spec: PipelineSpec,
+    subject: string,
+  ) {
+    this.key = `${spec.tenant}/${spec.name}`;
+    this.subject = subject;
+    this.windowed = windowedOutputs(spec.prepared.pipeline);
+  }
+
+  get status(): OwnerStatus {
+    return this.#status;
+  }
+
+  /** The stream sequence the committed results reach, while this instance owns the pipeline. */
+  get position(): number {
+    return this.#position;
+  }
+
+  start(): void {
+    this.#loop ??= this.#run();
+  }
+
+  /** Commits what is processed, checkpoints and lets go of the pipeline. */
+  async stop(): Promise<void> {
+    this.#stopping = true;
+    this.#messages?.stop();
+    this.#wake?.();
+    await this.#loop;
+    this.#status = 'stopped';
+  }
+
+  /** Failures since the last commit: the first of an outage is logged, and retries back off. */
+  #failures = 0;
+
+  /** Commits, checkpoints and lets go of the pipeline, for another instance to take. */
+  release(): void {
+    if (this.#status !== 'owner') return;
+    this.#releasing = true;
+    this.#messages?.stop();
+  }
+
+  get #leaving(): boolean {
+    return this.#stopping || this.#releasing;
+  }
+
+  async #run(): Promise<void> {
+    while (!this.#stopping) {
+      const sql = openPg(this.ctx.pgUrl, { max: 1 });
+      try {
+        const claim = await this.#claim(sql);
+        if (claim) {
+          this.#status = 'owner';
+          this.ctx.log.info({ pipeline: this.key, epoch: claim.epoch }, 'owning the pipeline');
+          await this.#own(sql, claim.epoch, claim.position);
+        }
+      } catch (err) {
+        const failures = ++this.#failures;
+        this.#status = 'retrying';
+        const lost = err instanceof LostOwnership;
+        // One line per outage, not one per retry.
+        if (lost || failures === 1)
+          this.ctx.log.warn(
+            { pipeline: this.key, err: (err as Error).message },
+            lost
+              ? 'another instance took the pipeline over; stopped processing it'
+              : 'pipeline processing stopped; its state will be rebuilt from PostgreSQL and the stream',
+          );
+      } finally {
+        // After a failure the consumer would go on reading into its buffer: stop it.
+        this.#messages?.stop();
+        this.#messages = undefined;
+        this.#position = 0;
+        await sql.end({ timeout: 1 }).catch(() => {});
+      }
+      if (this.#stopping) break;
+      if (this.#releasing)
+        this.ctx.log.info({ pipeline: this.key }, "pipeline handed over (more than this instance's share)");
+      this.#releasing = false;
+      if (this.#status === 'owner') this.#status = 'waiting';
+      const failures = this.#failures;
+      await this.#sleep(
+        failures > 0 ? Math.min(250 * failures, this.ctx.claimIntervalMs) : this.ctx.claimIntervalMs,
+      );
+    }
+  }
+
+  #sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(resolve, ms);
+      this.#wake = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+    });
+  }
+
+  /** Takes the pipeline if nobody holds it: its lock, then a new epoch. */
+  async #claim(sql: Sql): Promise<{ epoch: number; position: number } | undefined> {
+    const [lock] = await sql<{ ok: boolean }[]>`
+      SELECT pg_try_advisory_lock(hashtextextended(${`sluice:${this.key}`}, 0)) AS ok`;
+    if (!lock?.ok) {
+      this.#orphanSeen = 0;
+      return undefined;
+    }
+    // Free, but this instance has its share: leave it to one that has less, unless nobody took it.
+    if (!this.ctx.belowShare() && ++this.#orphanSeen < ORPHAN_TRIES) {
+      await sql`SELECT pg_advisory_unlock(hashtextextended(${`sluice:${this.key}`}, 0))`;
+      return undefined;
+    }
+    this.#orphanSeen = 0;
+    const [row] = await sql<{ epoch: string; position: string }[]>`
+      INSERT INTO sluice_pipelines (pipeline, epoch, owner) VALUES (${this.key}, 1, ${this.ctx.instance})
+      ON CONFLICT (pipeline) DO UPDATE
+        SET epoch = sluice_pipelines.epoch + 1, owner = EXCLUDED.owner, updated_at = now()
+      RETURNING epoch, position`;
+    return { epoch: Number(row!.epoch), position: Number(row!.position) };
+  }
+
+  async #own(sql: Sql, epoch: number, position: number): Promise<void> {
+    const { ctx, spec } = this;
+    const pipeline = await StreamPipeline.create(spec.prepared);
+    const [cp] = await sql<{ seq: string; state: Buffer }[]>`
+      SELECT seq, state FROM sluice_checkpoints WHERE pipeline = ${this.key}`;
+    let checkpointSeq = 0;
+    if (cp) {
+      pipeline.restore(deserialize(cp.state) as StreamSnapshot);
+      checkpointSeq = Number(cp.seq);
+    }
+    const sinks = spec.prepared.pipeline.sinks;
+    // Owners of pipelines whose sinks share a table may start together: one creates it at a time.
+    await sql.begin(async (tx) => {
+      await tx`SELECT pg_advisory_xact_lock(${SINK_TABLES_LOCK})`;
+      for (const s of sinks) if (s.type === 'postgres') await tx.unsafe(createTableSql(pgConfig(s)));
+    });
+    this.#position = position;
+    let lastCheckpointAt = Date.now();
+    let replayed = 0;
+    /** The stream sequence the in-memory state reflects. */
+    let processed = checkpointSeq;
+
+    const consumer = await ctx.js.consumers.get(ctx.stream, {
+      filter_subjects: this.subject,
+      opt_start_seq: checkpointSeq + 1,
+      deliver_policy: 'by_start_sequence' as never,
+    });
+    const messages = await consumer.consume({ max_messages: READ_AHEAD, expires: 5000 });
+    this.#messages = messages;
+    // Asked to stop while the consumer was being made: stop it now, or nothing ever would.
+    if (this.#leaving) messages.stop();
+    const it = messages[Symbol.asyncIterator]();
+    let pending = new Pending();
+    // Each read is awaited below, unless a failure ends the loop first: then nobody else will.
+    const read = (): ReturnType<typeof it.next> => {
+      const p = it.next();
+      p.catch(() => {});
+      return p;
+    };
+    let next = read();
+    let flushAt: Promise<'flush'> | undefined;
+    // Sinks outside PostgreSQL are fed from the outbox, one delivery at a time, beside processing.
+    let delivering: Promise<void> | undefined;
+    let again = false;
+    const deliver = (): void => {
+      if (delivering) {
+        again = true;
+        return;
+      }
+      delivering = this.#deliver(sql, epoch)
+        .catch((err: Error) => {
+          ctx.log.error({ pipeline: this.key, err: err.message }, 'sink delivery failed; will retry');
+          // Retried even if no new records come to trigger it.
+          setTimeout(() => !this.#leaving && deliver(), DELIVERY_RETRY_MS).unref();
+        })
+        .finally(() => {
+          delivering = undefined;
+          if (again && !this.#leaving) {
+            again = false;
+            deliver();
+          }
+        });
+    };
+    if (this.#outboxSinks.length > 0) deliver();
+    const commit = async (caughtUp: boolean): Promise<void> => {
+      const checkpoint = Date.now() - lastCheckpointAt >= ctx.checkpointIntervalMs || this.#leaving;
+      const batch = pending;
+      pending = new Pending();
+      flushAt = undefined;
+      await this.#commit(sql, epoch, batch, pipeline, { checkpoint, preview: caughtUp || checkpoint });
+      this.#position = batch.lastSeq;
+      if (batch.outbox.size > 0) deliver();
+      if (checkpoint) {
+        lastCheckpointAt = Date.now();
+        // The stream keeps what the checkpoint does not cover; a failed purge only costs space.
+        await ctx.jsm.streams
+          .purge(ctx.stream, { filter: this.subject, seq: batch.lastSeq + 1 })
+          .catch((err: Error) =>
+            ctx.log.warn({ pipeline: this.key, err: err.message }, 'stream purge failed'),
+          );
+      }
+    };
+
+    for (;;) {
+      const r = flushAt ? await Promise.race([next, flushAt]) : await next;
+      if (r === 'flush') {
+        await commit(true);
+        continue;
+      }
+      if (r.done) break;
+      next = read();
+      const m = r.value;
+      const meta = requestMeta(m.headers, Math.floor(m.info.timestampNanos / 1e6));
+      const result = await this.#process(pipeline, m, meta);
+      processed = m.seq;
+      if (m.seq <= this.#position) {
+        replayed++;
+        continue;
+      }
+      if (replayed > 0) {
+        ctx.log.info(
+          { pipeline: this.key, checkpointSeq, replayed },
+          'pipeline state restored from the stream',
+        );
+        replayed = 0;
+      }
+      this.#add(pending, m.seq, result, meta);
+      countChunk(ctx.metrics, { tenant: spec.tenant, pipeline: spec.name }, result, this.windowed);
+      if (pending.messages >= ctx.batch) await commit(false);
+      else flushAt ??= new Promise((resolve) => setTimeout(() => resolve('flush'), FLUSH_MS));
+      if (this.#leaving) break;
+    }
+    // Stopped (or the consumer ended): what was processed is committed, with a checkpoint, unless
+    // the state is still being rebuilt (behind the committed position: a checkpoint would lie).
+    if (pending.messages > 0 || (this.#leaving && processed >= this.#position)) {
+      if (pending.messages === 0) pending.lastSeq = this.#position;
+      await commit(true);
+    }
+    await delivering;
+    await sql`SELECT pg_advisory_unlock(hashtextextended(${`sluice:${this.key}`}, 0))`;
+  }
+
+  /** Sinks fed from the outbox: every sink but postgres ones. */
+  get #outboxSinks(): ResolvedSink[] {
+    return this.spec.prepared.pipeline.sinks.filter((s) => s.type !== 'postgres');
+  }
+
+  /**
+   * Delivers committed outbox records to each sink, in order, as the embedded runtime does: the
+   * sink's progress (and a file sink's size) is recorded after its batch is durable in the sink,
+   * and a file sink is cut back to the recorded size first, so nothing is written twice. Paths are
+   * under `outputsDir` of the instance that owns the pipeline (shared storage keeps one file).
+   */
+  async #deliver(sql: Sql, epoch: number): Promise<void> {
+    for (const sink of this.#outboxSinks) {
+      for (;;) {
+        if (this.#stopping) return;
+        const [cursor] = await sql<{ seq: string; position: string | null }[]>`
+          SELECT seq, position FROM sluice_sink_cursors WHERE pipeline = ${this.key} AND sink = ${sink.id}`;
+        let seq = Number(cursor?.seq ?? 0);
+        let position = cursor?.position == null ? undefined : Number(cursor.position);
+        const rows = await sql<{ seq: string; records: string }[]>`
+          SELECT seq, records FROM sluice_outbox
+          WHERE pipeline = ${this.key} AND output = ${sink.input} AND seq > ${seq}
+          ORDER BY seq LIMIT ${DELIVERY_BATCH}`;
+        if (rows.length === 0) break;
+        const spec = registry.sinks.get(sink.type)!;
+        const encode = spec.encoder(sink.config);
+        const writer = await spec.open(sink.config, {
+          outDir: join(this.ctx.outputsDir, this.spec.tenant, this.spec.name),
+          sinkId: sink.id,
+          append: { truncateTo: position },
+        });
+        if (position === undefined) {
+          // Never delivered before: record where the target starts, so a crash now is cut back too.
+          position = writer.position?.();
+          if (position !== undefined) await this.#saveCursor(sql, epoch, sink.id, seq, position);
+        }
+        let count: number;
+        try {
+          count = await writeOutboxRows(writer, encode, rows);
+        } catch (err) {
+          this.ctx.metrics.sinkErrors.inc({
+            tenant: this.spec.tenant,
+            pipeline: this.spec.name,
+            sink: sink.id,
+          });
+          throw err;
+        }
+        seq = Number(rows[rows.length - 1]!.seq);
+        await this.#saveCursor(sql, epoch, sink.id, seq, writer.position?.() ?? null);
+        this.ctx.metrics.sinkRecords.inc(
+          { tenant: this.spec.tenant, pipeline: this.spec.name, sink: sink.id },
+          count,
+        );
+        if (rows.length < DELIVERY_BATCH) break;
+      }
+    }
+    // Rows every sink of their output has taken are done (a sink never delivered keeps them all).
+    for (const input of new Set(this.#outboxSinks.map((s) => s.input))) {
+      const ids = this.#outboxSinks.filter((s) => s.input === input).map((s) => s.id);
+      await sql`
+        DELETE FROM sluice_outbox WHERE pipeline = ${this.key} AND output = ${input}
+          AND seq <= (SELECT CASE WHEN count(*) = ${ids.length} THEN min(seq) ELSE 0 END
+                      FROM sluice_sink_cursors WHERE pipeline = ${this.key} AND sink = ANY(${ids}::text[]))`;
+    }
+  }
+
+  /** A sink's progress, written only while this owner's epoch is current. */
+  async #saveCursor(
+    sql: Sql,
+    epoch: number,
+    sink: string,
+    seq: number,
+    position: number | null,
+  ): Promise<void> {
+    const saved = await sql`
+      INSERT INTO sluice_sink_cursors (pipeline, sink, seq, position)
+      SELECT ${this.key}, ${sink}, ${seq}, ${position === null ? null : String(position)}::bigint
+      WHERE EXISTS (SELECT 1 FROM sluice_pipelines WHERE pipeline = ${this.key} AND epoch = ${epoch})
+      ON CONFLICT (pipeline, sink) DO UPDATE SET seq = EXCLUDED.seq, position = EXCLUDED.position
+      RETURNING 1`;
+    if (saved.length === 0) throw new LostOwnership(`epoch ${epoch} of ${this.key} is no longer current`);
+  }
+
+  async #process(pipeline: StreamPipeline, m: JsMsg, meta: RequestMeta): Promise<ChunkResult> {
+    const raw = Buffer.from(m.data.buffer, m.data.byteOffset, m.data.byteLength);
+    let body: Buffer;
+    let bounds: Int32Array | null;
+    try {
+      body = meta.gzip ? await inflate(raw, this.ctx.maxBodyBytes) : raw;
+      bounds = meta.bounds ?? (meta.format === 'json' ? await jsonBounds(body) : null);
+    } catch (err) {
+      // The HTTP tier checked the body before publishing it; a message that still fails is one
+      // published by something else: its records are unreadable, so they become one dead letter.
+      return {
+        records: 1,
+        counters: {},
+        outputs: new Map([
+          [
+            DEAD_OUTPUT,
+            [
+              {
+                index: 0,
+                reason: 'parse',
+                detail: (err as Error).message,
+                raw: raw.toString('utf8', 0, 4096),
+              },
+            ],
+          ],
+        ]),
+      };
+    }
+    return pipeline.process(bodyChunk(body, bounds));
+  }
+
+  #add(pending: Pending, seq: number, result: ChunkResult, meta: RequestMeta): void {
+    pending.messages++;
+    pending.lastSeq = seq;
+    pending.replayed.push(...meta.replayIds);
+    const ms = String(meta.receivedMs);
+    for (const letter of result.outputs.get(DEAD_OUTPUT) ?? [])
+      pending.dead.push({
+        ms,
+        reason: letter.reason as string,
+        requestId: meta.requestId,
+        letter: stringify(letter),
+      });
+    this.#addWindows(pending, result.outputs, 'true');
+    for (const sink of this.spec.prepared.pipeline.sinks) {
+      const records = result.outputs.get(sink.input);
+      if (!records || records.length === 0) continue;
+      if (sink.type === 'postgres') {
+        let rows = pending.sinkRows.get(sink.id);
+        if (!rows) pending.sinkRows.set(sink.id, (rows = []));
+        for (const r of records) rows.push(rowOf(pgConfig(sink), r));
+      } else {
+        let text = pending.outbox.get(sink.input) ?? '';
+        for (const r of records) text += stringify(r) + '\n';
+        pending.outbox.set(sink.input, text);
+      }
+    }
+  }
+
+  #addWindows(pending: Pending, outputs: Map<string, Rec[]>, closed: 'true' | 'false'): void {
+    for (const w of this.windowed) {
+      for (const row of outputs.get(w.output) ?? []) {
+        const start = String(startMs(row[w.startField]));
+        const key = windowKey(row, w);
+        pending.windows.set(`${w.output}\n${start}\n${key}`, [w.output, start, key, stringify(row), closed]);
+      }
+    }
+  }
+
+  /** One transaction: the epoch check and new position first, then everything the batch produced. */
+  async #commit(
+    sql: Sql,
+    epoch: number,
+    batch: Pending,
+    pipeline: StreamPipeline,
+    opts: { checkpoint: boolean; preview: boolean },
+  ): Promise<void> {
+    // Open windows, as they are now, so queries see them (replaced by their closed row later).
+    if (opts.preview) this.#addWindows(batch, pipeline.preview(), 'false');
+    const state = opts.checkpoint ? serialize(pipeline.snapshot()) : undefined;
+    const sinks = this.spec.prepared.pipeline.sinks;
+    const started = performance.now();
+    await sql.begin(async (tx) => {
+      const fenced = await tx`
+        UPDATE sluice_pipelines SET position = ${batch.lastSeq}, updated_at = now()
+        WHERE pipeline = ${this.key} AND epoch = ${epoch}
+        RETURNING 1`;
+      if (fenced.length === 0) throw new LostOwnership(`epoch ${epoch} of ${this.key} is no longer current`);
+      await this.#writeDead(tx, batch);
+      await this.#writeWindows(tx, batch);
+      for (const [id, rows] of batch.sinkRows)
+        await insertRows(tx, pgConfig(sinks.find((s) => s.id === id)!), rows);
+      for (const [output, records] of batch.outbox)
+        await tx`INSERT INTO sluice_outbox (pipeline, output, records) VALUES (${this.key}, ${output}, ${records})`;
+      if (batch.replayed.length > 0)
+        await tx`DELETE FROM sluice_dead_letters WHERE pipeline = ${this.key} AND id = ANY(${batch.replayed.map(String)}::bigint[])`;
+      if (state)
+        await tx`
+          INSERT INTO sluice_checkpoints (pipeline, seq, state, at) VALUES (${this.key}, ${batch.lastSeq}, ${state}, now())
+          ON CONFLICT (pipeline) DO UPDATE SET seq = EXCLUDED.seq, state = EXCLUDED.state, at = now()`;
+    });
+    if (this.#failures > 0) {
+      this.ctx.log.info({ pipeline: this.key, position: batch.lastSeq }, 'pipeline processing resumed');
+      this.#failures = 0;
+    }
+    this.ctx.metrics.commits.observe((performance.now() - started) / 1000);
+    this.ctx.metrics.commitRequests.inc(batch.messages);
+  }
+
+  async #writeDead(tx: TransactionSql, batch: Pending): Promise<void> {
+    if (batch.dead.length === 0) return;
+    const d = batch.dead;
+    await tx`
+      INSERT INTO sluice_dead_letters (pipeline, received_at, reason, request_id, letter)
+      SELECT ${this.key}, timestamptz 'epoch' + u.ms::bigint * interval '1 millisecond', u.reason, u.rid, u.letter::jsonb
+      FROM unnest(${d.map((x) => x.ms)}::text[], ${d.map((x) => x.reason)}::text[],
+                  ${d.map((x) => x.requestId)}::text[], ${d.map((x) => x.letter)}::text[])
+           WITH ORDINALITY AS u(ms, reason, rid, letter, n)
+      ORDER BY u.n`;
+  }
+
+  async #writeWindows(tx: TransactionSql, batch: Pending): Promise<void> {
+    if (batch.windows.size === 0) return;
+    const rows = [...batch.windows.values()];
+    const col = (i: number): string[] => rows.map((r) => r[i]!);
+    await tx`
+      INSERT INTO sluice_windows (pipeline, output, window_start, key, row, closed, updated_at)
+      SELECT ${this.key}, u.output, timestamptz 'epoch' + u.start::bigint * interval '1 millisecond',
+             u.key, u.row::jsonb, u.closed::boolean, now()
+      FROM unnest(${col(0)}::text[], ${col(1)}::text[], ${col(2)}::text[], ${col(3)}::text[], ${col(4)}::text[])
+           AS u(output, start, key, row, closed)
+      ON CONFLICT (pipeline, output, window_start, key)
+        DO UPDATE SET row = EXCLUDED.row, closed = EXCLUDED.closed, updated_at = now()`;
+  }
+}

@@ -1,0 +1,181 @@
+/**
+ * `postgres`: rows in a PostgreSQL table. For `sluice run` the whole run is one transaction, like
+ * the sqlite sink: `replace` swaps the table's contents atomically, `append` adds rows, and a failed
+ * or interrupted run leaves the table as it was. In the cluster runtime, a pipeline's owner writes
+ * these rows in the same transaction as the stream position they come from, so they are written
+ * exactly once (docs/architecture.md).
+ *
+ * Every value travels as text and is cast by PostgreSQL, through `unnest` of one text array per
+ * column: one statement text whatever the number of rows, no 65,535-parameter limit, and no
+ * client-side guess of how a jsonb or numeric value should be serialized.
+ */
+import type { Sql, TransactionSql } from 'postgres';
+import { stringify } from '../../core/encode.ts';
+import type { Rec, SinkSpec, SinkWriter } from '../../core/types.ts';
+import { SluiceError } from '../../errors.ts';
+import { DEFAULT_PG_URL, openPg } from '../../helpers/postgres.ts';
+import { redact } from '../../helpers/url.ts';
+
+export type PgColumnType = 'TEXT' | 'INTEGER' | 'NUMERIC' | 'REAL' | 'BOOLEAN' | 'TIMESTAMPTZ' | 'JSON';
+
+export interface PostgresSinkConfig {
+  type: 'postgres';
+  url?: string;
+  table: string;
+  /** Column → type. Without columns, each record is stored whole in a `record` jsonb column. */
+  columns?: Record<string, PgColumnType>;
+  /** `replace` (default) swaps the table's contents atomically; `append` adds rows. */
+  mode?: 'replace' | 'append';
+}
+
+const SQL_TYPES: Record<PgColumnType, string> = {
+  TEXT: 'text',
+  INTEGER: 'bigint',
+  NUMERIC: 'numeric',
+  REAL: 'double precision',
+  BOOLEAN: 'boolean',
+  TIMESTAMPTZ: 'timestamptz',
+  JSON: 'jsonb',
+};
+
+const quote = (name: string): string => `"${name.replace(/"/g, '""')}"`;
+
+function columnsOf(config: PostgresSinkConfig): [string, PgColumnType][] {
+  return config.columns ? Object.entries(config.columns) : [['record', 'JSON']];
+}
+
+/** A value as the text PostgreSQL casts to the column's type; null for a missing one. */
+function cellText(v: unknown, type: PgColumnType): string | null {
+  if (v === undefined || v === null) return null;
+  if (type === 'JSON') return stringify(v);
+  if (typeof v === 'string') return v;
+  if (typeof v === 'object') return stringify(v);
+  return String(v);
+}
+
+/** A record as one row of cell texts, in the order of the table's columns. */
+export function rowOf(config: PostgresSinkConfig, record: Rec): (string | null)[] {
+  if (!config.columns) return [stringify(record)];
+  return columnsOf(config).map(([name, type]) => cellText(record[name], type));
+}
+
+/** `CREATE TABLE IF NOT EXISTS` for the sink's table. */
+export function createTableSql(config: PostgresSinkConfig): string {
+  const cols = columnsOf(config).map(([name, type]) => `${quote(name)} ${SQL_TYPES[type]}`);
+  return `CREATE TABLE IF NOT EXISTS ${quote(config.table)} (${cols.join(', ')})`;
+}
+
+/** Inserts rows (from {@link rowOf}) with one statement. */
+export async function insertRows(
+  sql: Sql | TransactionSql,
+  config: PostgresSinkConfig,
+  rows: (string | null)[][],
+): Promise<void> {
+  if (rows.length === 0) return;
+  const cols = columnsOf(config);
+  const arrays = cols.map((_, i) => rows.map((r) => r[i] ?? null));
+  const text =
+    `INSERT INTO ${quote(config.table)} (${cols.map(([n]) => quote(n)).join(', ')}) ` +
+    `SELECT ${cols.map(([, type], i) => `u.c${i}::${SQL_TYPES[type]}`).join(', ')} ` +
+    `FROM unnest(${cols.map((_, i) => `$${i + 1}::text[]`).join(', ')}) AS u(${cols.map((_, i) => `c${i}`).join(', ')})`;
+  await sql.unsafe(text, arrays as never);
+}
+
+function writeError(config: PostgresSinkConfig, url: string, err: unknown): SluiceError {
+  return new SluiceError(
+    'SLUICE_ERR_SINK_WRITE',
+    `postgres ${redact(url)} (table ${config.table}): ${(err as Error).message}`,
+    { cause: err },
+  );
+}
+
+class PostgresWriter implements SinkWriter {
+  #open = true;
+
+  private constructor(
+    private readonly sql: Sql,
+    private readonly config: PostgresSinkConfig,
+    private readonly url: string,
+  ) {}
+
+  static async open(config: PostgresSinkConfig, append: boolean): Promise<PostgresWriter> {
+    const url = config.url ?? DEFAULT_PG_URL;
+    // One connection: the run's statements are one transaction on it.
+    const sql = openPg(url, { max: 1, connectTimeout: 10 });
+    const writer = new PostgresWriter(sql, config, url);
+    try {
+      await sql.unsafe('BEGIN');
+      if (!append && (config.mode ?? 'replace') === 'replace')
+        await sql.unsafe(`DROP TABLE IF EXISTS ${quote(config.table)}`);
+      await sql.unsafe(createTableSql(config));
+    } catch (err) {
+      await sql.end({ timeout: 1 }).catch(() => {});
+      throw writeError(config, url, err);
+    }
+    return writer;
+  }
+
+  async write(encoded: string): Promise<void> {
+    // Workers encode each batch as JSON arrays of cell texts; one parse per batch here.
+    const rows = JSON.parse(`[${encoded.slice(0, -1)}]`) as (string | null)[][];
+    try {
+      await insertRows(this.sql, this.config, rows);
+    } catch (err) {
+      throw writeError(this.config, this.url, err);
+    }
+  }
+
+  async commit(): Promise<void> {
+    try {
+      await this.sql.unsafe('COMMIT');
+    } catch (err) {
+      throw writeError(this.config, this.url, err);
+    } finally {
+      await this.#close();
+    }
+  }
+
+  async abort(): Promise<void> {
+    await this.sql.unsafe('ROLLBACK').catch(() => {});
+    await this.#close();
+  }
+
+  async #close(): Promise<void> {
+    if (!this.#open) return;
+    this.#open = false;
+    await this.sql.end({ timeout: 5 });
+  }
+}
+
+export const postgresSink: SinkSpec<PostgresSinkConfig> = {
+  type: 'postgres',
+  description:
+    'Writes rows into a PostgreSQL table, in one transaction per run (in the cluster runtime, in the transaction of the stream position they come from).',
+  schema: {
+    type: 'object',
+    required: ['table'],
+    properties: {
+      url: {
+        type: 'string',
+        description: `PostgreSQL URL (default ${DEFAULT_PG_URL}; in the cluster runtime, runtime.postgres.url).`,
+      },
+      table: { type: 'string', pattern: '^[A-Za-z_][A-Za-z0-9_]{0,62}$' },
+      columns: {
+        type: 'object',
+        minProperties: 1,
+        propertyNames: { pattern: '^[A-Za-z_][A-Za-z0-9_]{0,62}$' },
+        additionalProperties: { enum: Object.keys(SQL_TYPES) },
+        description:
+          'Column → type (INTEGER is bigint, REAL double precision, JSON jsonb); records are stored whole in a `record` jsonb column without it.',
+      },
+      mode: { enum: ['replace', 'append'], default: 'replace' },
+    },
+  },
+  encoder: (config) => (records: Rec[]) => {
+    let out = '';
+    for (const r of records) out += JSON.stringify(rowOf(config, r)) + ',';
+    return out;
+  },
+  open: (config, env) => PostgresWriter.open(config, env.append !== undefined),
+  describe: (config) => `${redact(config.url ?? DEFAULT_PG_URL)} (table ${config.table})`,
+};
