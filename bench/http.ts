@@ -32,14 +32,13 @@
  * than --max-others percent of it (default 15) is measured again, at most --attempts times in all
  * (default 3), and the least disturbed attempt is kept; each row shows that share.
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import {
   closeSync,
   fdatasyncSync,
   mkdirSync,
   mkdtempSync,
   openSync,
-  readFileSync,
   rmSync,
   symlinkSync,
   writeSync,
@@ -55,6 +54,19 @@ import { buildSync } from 'esbuild';
 import { BIN as SLUICE_BIN, workloadInput } from '../test/helpers.ts';
 import { writeServiceConfig } from '../test/serve-helpers.ts';
 import { BodySequence, loadTemplates, type BodyKind } from './http-events.ts';
+import {
+  busyCpuS,
+  gitCommit,
+  int,
+  log,
+  ms,
+  pct,
+  percentile,
+  processCpuS,
+  row,
+  rssMiB,
+  waitQuiet,
+} from './measure.ts';
 
 const ROOT = resolve(fileURLToPath(new URL('..', import.meta.url)));
 const KEY = 'sk_bench_http_5c1f0e7d2b9a4c3e';
@@ -119,41 +131,7 @@ if (
 const SUSTAIN_INTERVAL_S =
   SUSTAIN_S >= 120 ? 60 : SUSTAIN_S >= 30 ? 10 : Math.max(1, Math.floor(SUSTAIN_S / 3));
 
-const log = (msg: string): void => void process.stderr.write(`${msg}\n`);
-
 // ---- measuring processes from /proc
-
-/** CPU seconds the machine spent busy (steal included) since boot; undefined off Linux. */
-function busyCpuS(): number | undefined {
-  try {
-    const line = readFileSync('/proc/stat', 'utf8').split('\n', 1)[0]!;
-    const [user, nice, system, , , irq, softirq, steal] = line.trim().split(/\s+/).slice(1).map(Number);
-    return (user! + nice! + system! + irq! + softirq! + (steal ?? 0)) / 100;
-  } catch {
-    return undefined;
-  }
-}
-
-/** User + system CPU seconds of a process (all its threads). */
-function processCpuS(pid: number): number | undefined {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    // Fields after the command name, which is in parentheses and may hold spaces: utime is the 12th.
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return (Number(fields[11]) + Number(fields[12])) / 100;
-  } catch {
-    return undefined;
-  }
-}
-
-function rssMiB(pid: number): number | undefined {
-  try {
-    const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-    return m ? Number(m[1]) / 1024 : undefined;
-  } catch {
-    return undefined;
-  }
-}
 
 /** Samples a process's RSS every 200 ms while the phase runs. */
 class RssSampler {
@@ -182,28 +160,6 @@ class RssSampler {
   stop(): void {
     clearInterval(this.#timer);
     this.#sample();
-  }
-}
-
-/**
- * Waits (at most `maxS` seconds) until other work takes less than `share` of the machine over a
- * second: the machine is shared, and a phase that starts while a test suite runs measures both.
- */
-async function waitQuiet(what: string, share = 0.15, maxS = 60): Promise<void> {
-  const deadline = performance.now() + maxS * 1000;
-  for (let said = false; ;) {
-    const before = busyCpuS();
-    await new Promise((r) => setTimeout(r, 1000));
-    const after = busyCpuS();
-    if (before === undefined || after === undefined) return;
-    const busy = (after - before) / availableParallelism();
-    if (busy < share) return;
-    if (performance.now() > deadline) {
-      log(`${what}: other work still takes ${Math.round(busy * 100)}% of the machine; measuring anyway`);
-      return;
-    }
-    if (!said) log(`${what}: other work takes ${Math.round(busy * 100)}% of the machine; waiting`);
-    said = true;
   }
 }
 
@@ -378,11 +334,6 @@ interface LoadResult {
   p99: number;
   p999: number;
   max: number;
-}
-
-function percentile(sorted: Float64Array, p: number): number {
-  if (sorted.length === 0) return NaN;
-  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(p * sorted.length) - 1))]!;
 }
 
 const headersFor = (kind: BodyKind): Record<string, string> => ({
@@ -603,23 +554,12 @@ async function sluicePhase(run: (server: RunningServer) => Promise<Row>): Promis
 
 // ---- formatting
 
-const int = (x: number): string => (Number.isFinite(x) ? Math.round(x).toLocaleString('en-US') : 'n/a');
-const ms = (x: number): string => (Number.isFinite(x) ? x.toFixed(2) : x === Infinity ? '∞' : 'n/a');
-const pct = (x: number): string => (Number.isFinite(x) ? `${Math.round(x)}%` : 'n/a');
-const row = (cells: string[]): string => `| ${cells.join(' | ')} |`;
-
 function otherStatuses(r: LoadResult, extra = 0): string {
   const parts = Object.entries(r.statuses)
     .filter(([s]) => s !== '202')
     .map(([s, n]) => `${n.toLocaleString('en-US')}× ${s}`);
   if (extra > 0) parts.push(`${extra.toLocaleString('en-US')} unanswered`);
   return parts.length ? parts.join(', ') : 'none';
-}
-
-function gitCommit(): string {
-  const r = spawnSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: ROOT, encoding: 'utf8' });
-  const dirty = spawnSync('git', ['status', '--porcelain', '--', 'src'], { cwd: ROOT, encoding: 'utf8' });
-  return (r.stdout.trim() || 'unknown') + (dirty.stdout.trim() ? ' (src/ modified)' : '');
 }
 
 /**
@@ -836,7 +776,7 @@ const loadAfter = loadavg()[0]!;
 const out: string[] = [];
 out.push(
   `sluice serve, payments pipeline (examples/payments/pipeline.yaml), store in ${tmpdir()} (WAL, synchronous=FULL); server and load generator on the same ${availableParallelism()} cores.`,
-  `Node ${process.version}, ${cpus()[0]?.model ?? 'unknown CPU'}, ${Math.round(totalmem() / 2 ** 30)} GiB; commit ${gitCommit()}; 1-min load average ${loadBefore.toFixed(2)} before, ${loadAfter.toFixed(2)} after.`,
+  `Node ${process.version}, ${cpus()[0]?.model ?? 'unknown CPU'}, ${Math.round(totalmem() / 2 ** 30)} GiB; commit ${gitCommit(ROOT)}; 1-min load average ${loadBefore.toFixed(2)} before, ${loadAfter.toFixed(2)} after.`,
   `Bodies: the seed-1 workload (${TEMPLATE_EVENTS.toLocaleString('en-US')} events, ~3% bad lines, ~1% redeliveries), ids and years rewritten per pass so that no two passes repeat an event.`,
   `autocannon rows: closed loop, latency from when a request was written (its per-response times, µs resolution), after a ${WARMUP_S} s warm-up; open-loop rows: latency from each request's scheduled start, after a ${WARMUP_S} s warm-up at the same rate.`,
   `Disk (${tmpdir()}): a 4 KiB append + fdatasync, one at a time, takes p50 ${ms(disk.p50)} ms, p99 ${ms(disk.p99)} ms, max ${ms(disk.max)} ms (${int(disk.perS)}/s); every 202 waits for at least one such sync of the store's WAL.`,
