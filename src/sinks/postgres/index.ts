@@ -89,61 +89,81 @@ function writeError(config: PostgresSinkConfig, url: string, err: unknown): Slui
   );
 }
 
+/** Thrown inside the held transaction to roll it back. */
+class Rollback extends Error {}
+
+/**
+ * One run is one `sql.begin` held open from open() to commit() or abort(). A transaction scope, not
+ * BEGIN and COMMIT sent as plain statements: if the connection drops mid-run, a pool would run the
+ * rest on a new connection outside any transaction and commit half a run; a transaction's queries
+ * fail instead, and the table stays as it was.
+ */
 class PostgresWriter implements SinkWriter {
-  #open = true;
+  #end!: (commit: boolean) => void;
+  /** Settles when the transaction has committed or rolled back. */
+  #done!: Promise<unknown>;
 
   private constructor(
     private readonly sql: Sql,
+    private readonly tx: TransactionSql,
     private readonly config: PostgresSinkConfig,
     private readonly url: string,
   ) {}
 
   static async open(config: PostgresSinkConfig, append: boolean): Promise<PostgresWriter> {
     const url = config.url ?? DEFAULT_PG_URL;
-    // One connection: the run's statements are one transaction on it.
     const sql = openPg(url, { max: 1, connectTimeout: 10 });
-    const writer = new PostgresWriter(sql, config, url);
-    try {
-      await sql.unsafe('BEGIN');
+    let end!: (commit: boolean) => void;
+    let began!: (tx: TransactionSql) => void;
+    const ready = new Promise<TransactionSql>((resolve) => (began = resolve));
+    const done = sql.begin(async (tx) => {
       if (!append && (config.mode ?? 'replace') === 'replace')
-        await sql.unsafe(`DROP TABLE IF EXISTS ${quote(config.table)}`);
-      await sql.unsafe(createTableSql(config));
+        await tx.unsafe(`DROP TABLE IF EXISTS ${quote(config.table)}`);
+      await tx.unsafe(createTableSql(config));
+      const commit = new Promise<boolean>((resolve) => (end = resolve));
+      began(tx);
+      if (!(await commit)) throw new Rollback();
+    });
+    // A connection lost between writes rejects `done` before anyone awaits it: commit() or
+    // abort() reports it, not an unhandled rejection.
+    done.catch(() => {});
+    try {
+      const tx = await Promise.race([ready, done.then(() => Promise.reject(new Error('transaction ended')))]);
+      const writer = new PostgresWriter(sql, tx, config, url);
+      writer.#end = end;
+      writer.#done = done;
+      return writer;
     } catch (err) {
       await sql.end({ timeout: 1 }).catch(() => {});
       throw writeError(config, url, err);
     }
-    return writer;
   }
 
   async write(encoded: string): Promise<void> {
     // Workers encode each batch as JSON arrays of cell texts; one parse per batch here.
     const rows = JSON.parse(`[${encoded.slice(0, -1)}]`) as (string | null)[][];
     try {
-      await insertRows(this.sql, this.config, rows);
+      await insertRows(this.tx, this.config, rows);
     } catch (err) {
       throw writeError(this.config, this.url, err);
     }
   }
 
   async commit(): Promise<void> {
+    this.#end(true);
     try {
-      await this.sql.unsafe('COMMIT');
+      await this.#done;
     } catch (err) {
       throw writeError(this.config, this.url, err);
     } finally {
-      await this.#close();
+      await this.sql.end({ timeout: 5 });
     }
   }
 
   async abort(): Promise<void> {
-    await this.sql.unsafe('ROLLBACK').catch(() => {});
-    await this.#close();
-  }
-
-  async #close(): Promise<void> {
-    if (!this.#open) return;
-    this.#open = false;
-    await this.sql.end({ timeout: 5 });
+    this.#end(false);
+    await this.#done.catch(() => {});
+    await this.sql.end({ timeout: 5 }).catch(() => {});
   }
 }
 
