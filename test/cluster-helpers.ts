@@ -281,6 +281,18 @@ export async function runWorkload(o: ScenarioOptions): Promise<{ servers: Server
       }
     }
     await caughtUp(sql, `acme/${WORKLOAD_PIPELINE}`, await lastSeq(stream, o.natsUrl));
+    // The owner, and only it, reports that nothing is left to read.
+    const pendingSeries = await Promise.all(
+      ctx.servers.map(async (s) => {
+        const text = await (await fetch(`${s.url}/metrics`)).text();
+        return /^sluice_owner_pending_messages\{tenant="acme",pipeline="payments"\} (\d+)$/m.exec(text)?.[1];
+      }),
+    );
+    assert.deepEqual(
+      pendingSeries.filter((v) => v !== undefined),
+      ['0'],
+      `sluice_owner_pending_messages by instance: ${JSON.stringify(pendingSeries)}`,
+    );
     const results = await pgResults(sql, `acme/${WORKLOAD_PIPELINE}`);
     const dead = deadFromLetters(o.batches, results.letters, batchRequestId);
     const { code, report } = compareCluster(join(dir, 'actual'), {

@@ -185,6 +185,8 @@ export class PipelineOwner {
         this.#messages?.stop();
         this.#messages = undefined;
         this.#position = 0;
+        // Only an owner reports how far behind it is.
+        this.ctx.metrics.ownerPending.remove({ tenant: this.spec.tenant, pipeline: this.spec.name });
         await sql.end({ timeout: 1 }).catch(() => {});
       }
       if (this.#stopping) break;
@@ -264,6 +266,7 @@ export class PipelineOwner {
     if (this.#leaving) messages.stop();
     const it = messages[Symbol.asyncIterator]();
     let pending = new Pending();
+    const labels = { tenant: spec.tenant, pipeline: spec.name };
     // Each read is awaited below, unless a failure ends the loop first: then nobody else will.
     const read = (): ReturnType<typeof it.next> => {
       const p = it.next();
@@ -326,6 +329,7 @@ export class PipelineOwner {
       const meta = requestMeta(m.headers, Math.floor(m.info.timestampNanos / 1e6));
       const result = await this.#process(pipeline, m, meta);
       processed = m.seq;
+      ctx.metrics.ownerPending.set(labels, m.info.pending);
       if (m.seq <= this.#position) {
         replayed++;
         continue;
@@ -338,7 +342,7 @@ export class PipelineOwner {
         replayed = 0;
       }
       this.#add(pending, m.seq, result, meta);
-      countChunk(ctx.metrics, { tenant: spec.tenant, pipeline: spec.name }, result, this.windowed);
+      countChunk(ctx.metrics, labels, result, this.windowed);
       if (pending.messages >= ctx.batch) await commit(false);
       else flushAt ??= new Promise((resolve) => setTimeout(() => resolve('flush'), FLUSH_MS));
       if (this.#leaving) break;

@@ -115,6 +115,12 @@ export function createMetrics() {
       help: 'Ingest requests between arrival and answer.',
       registers: [registry],
     }),
+    ownerPending: new Gauge({
+      name: 'sluice_owner_pending_messages',
+      help: "Cluster runtime: requests in the stream after the last one the pipeline's owner read (reported by the owner only).",
+      labelNames: ['tenant', 'pipeline'],
+      registers: [registry],
+    }),
   };
   return m;
 }
