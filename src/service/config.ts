@@ -138,7 +138,7 @@ export const serviceSchema = {
               default: 'sluice:limits:',
               description: 'Prefix of the keys sluice writes.',
             },
-            timeout: { ...duration, default: '50ms', description: 'Longest wait for Redis on a request.' },
+            timeout: { ...duration, default: '250ms', description: 'Longest wait for Redis on a request.' },
             on_error: {
               enum: ['local', 'reject'],
               default: 'local',
@@ -468,7 +468,7 @@ function runtimeOf(raw: RawService['runtime'], where: string): ServiceConfig['ru
       ? {
           url: r.redis.url ?? 'redis://127.0.0.1:6379',
           prefix: r.redis.prefix ?? 'sluice:limits:',
-          timeoutMs: durationAt(r.redis.timeout, '50ms', where, 'runtime.redis.timeout'),
+          timeoutMs: durationAt(r.redis.timeout, '250ms', where, 'runtime.redis.timeout'),
           onError: r.redis.on_error ?? 'local',
         }
       : undefined,

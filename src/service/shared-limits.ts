@@ -33,6 +33,14 @@ export interface SharedVerdict extends Verdict {
 }
 
 const CONNECT_TIMEOUT_MS = 2000;
+/**
+ * Longest wait for a take: far above Redis's sub-millisecond answer on purpose. An instance whose
+ * event loop stalls (GC, a large batch) past the timeout sees the answer too late and falls back to
+ * per-instance buckets, at the moments of highest load (at 50 ms, a loaded test run admitted more
+ * than one bucket allows, most likely this way). Only the takes in flight when Redis goes silent
+ * wait this long; later ones decide at once while one probe waits.
+ */
+const DEFAULT_TIMEOUT_MS = 250;
 
 /** A key is kept this long after its bucket would be full again, so clock jitter cannot drop a debt. */
 const EXPIRE_MARGIN_MS = 1000;
@@ -103,7 +111,7 @@ export class SharedLimiter {
 
   /** Connects, failing within ~2 s when Redis does not answer. Later, ioredis reconnects by itself. */
   static async connect(options: SharedLimiterOptions): Promise<SharedLimiter> {
-    const timeoutMs = options.timeoutMs ?? 50;
+    const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
     let lastError: Error | undefined;
     let redis: LimitsClient | undefined;
     let timer: NodeJS.Timeout | undefined;
