@@ -53,6 +53,8 @@ export interface ClusterOptions {
   natsUrl?: string;
   pgUrl?: string;
   redis?: Record<string, unknown>;
+  /** Other runtime.nats settings (duplicate_window...). */
+  nats?: Record<string, unknown>;
   /** Any other top-level settings (checkpoint, limits...). */
   extra?: Record<string, unknown>;
 }
@@ -71,7 +73,7 @@ export function writeClusterConfig(dir: string, name: string, o: ClusterOptions)
     runtime: {
       type: 'cluster',
       instance: name,
-      nats: { url: o.natsUrl ?? NATS_URL, stream: o.stream },
+      nats: { url: o.natsUrl ?? NATS_URL, stream: o.stream, ...o.nats },
       postgres: { url: pgUrlIn(o.schema, o.pgUrl) },
       owner: { claim_interval: '300ms' },
       ...(o.redis ? { redis: o.redis } : {}),

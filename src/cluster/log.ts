@@ -31,10 +31,12 @@ export interface RequestMeta {
   gzip: boolean;
   replayIds: number[];
   bounds: Int32Array | null;
+  /** `Nats-Msg-Id`: `<tenant>/<pipeline>/<Idempotency-Key>` when the request had one. */
+  msgId: string | null;
 }
 
 export function requestHeaders(
-  meta: Omit<RequestMeta, 'replayIds' | 'bounds'> & { replayIds?: number[]; bounds?: Int32Array },
+  meta: Omit<RequestMeta, 'replayIds' | 'bounds' | 'msgId'> & { replayIds?: number[]; bounds?: Int32Array },
 ): MsgHdrs {
   const h = natsHeaders();
   if (meta.requestId !== null) h.set(HEADER.requestId, meta.requestId);
@@ -62,5 +64,6 @@ export function requestMeta(h: MsgHdrs | undefined, storedMs: number): RequestMe
     gzip: h?.get(HEADER.gzip) === '1',
     replayIds: replay === '' ? [] : replay.split(',').map(Number).filter(Number.isSafeInteger),
     bounds: bounds === '' ? null : new Int32Array(new Uint8Array(Buffer.from(bounds, 'base64')).buffer),
+    msgId: h?.get('Nats-Msg-Id') || null,
   };
 }

@@ -13,7 +13,8 @@
  * - `sluice_windows`: window rows, closed or still open, for queries; a hypertable on `window_start`
  *   when TimescaleDB is installed.
  * - `sluice_dead_letters`: every rejected record with its reason, for queries and replay.
- * - `sluice_requests`: answers to requests with an Idempotency-Key.
+ * - `sluice_requests`: requests with an Idempotency-Key the owner processed (v4 adds their stream
+ *   sequence), so a retry JetStream's duplicate window no longer catches is dropped.
  * - `sluice_outbox` and `sluice_sink_cursors`: records for sinks outside PostgreSQL, and how far each
  *   sink got.
  * - `sluice_instances`: the instances alive (a heartbeat), so each takes its share of pipelines.
@@ -113,6 +114,14 @@ export const MIGRATIONS: readonly Migration[] = [
           instance text PRIMARY KEY,
           seen_at timestamptz NOT NULL DEFAULT now()
         )`;
+    },
+  },
+  {
+    version: 4,
+    name: 'the stream sequence of each request with an Idempotency-Key',
+    async up(tx) {
+      // Nothing wrote this table before: the default never decides anything.
+      await tx`ALTER TABLE sluice_requests ADD COLUMN seq bigint NOT NULL DEFAULT 0`;
     },
   },
 ];

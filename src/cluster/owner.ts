@@ -34,6 +34,7 @@ import { bodyChunk, inflate, jsonBounds } from '../sources/http/index.ts';
 import { createTableSql, insertRows, rowOf, type PostgresSinkConfig } from '../sinks/postgres/index.ts';
 import { countChunk, type Metrics } from '../service/metrics.ts';
 import {
+  ingestAnswer,
   startMs,
   windowedOutputs,
   windowKey,
@@ -54,6 +55,8 @@ export interface OwnerContext {
   batch: number;
   claimIntervalMs: number;
   checkpointIntervalMs: number;
+  /** How long a processed Idempotency-Key is remembered (`idempotency.retention`). */
+  idempotencyRetentionMs: number;
   maxBodyBytes: number;
   /** Whether this instance is below its share of pipelines (and so should take one more). */
   belowShare(): boolean;
@@ -94,7 +97,12 @@ class Pending {
   readonly sinkRows = new Map<string, (string | null)[][]>();
   readonly outbox = new Map<string, string>();
   readonly replayed: number[] = [];
+  /** Requests with an Idempotency-Key, by key: their stream sequence, answer and arrival. */
+  readonly requests = new Map<string, { seq: number; answer: string; ms: number }>();
 }
+
+/** What a request dropped as a retry produces: nothing. */
+const NOTHING: ChunkResult = { records: 0, counters: {}, outputs: new Map() };
 
 export class PipelineOwner {
   readonly key: string;
@@ -327,7 +335,14 @@ export class PipelineOwner {
       next = read();
       const m = r.value;
       const meta = requestMeta(m.headers, Math.floor(m.info.timestampNanos / 1e6));
-      const result = await this.#process(pipeline, m, meta);
+      const key = this.#idempotencyKey(meta);
+      const retry = key !== undefined && (await this.#processedBefore(sql, pending, key, m.seq));
+      if (retry && m.seq > this.#position)
+        ctx.log.info(
+          { pipeline: this.key, seq: m.seq, idempotencyKey: key, requestId: meta.requestId },
+          'request dropped: a request with its Idempotency-Key was processed before',
+        );
+      const result = retry ? NOTHING : await this.#process(pipeline, m, meta);
       processed = m.seq;
       ctx.metrics.ownerPending.set(labels, m.info.pending);
       if (m.seq <= this.#position) {
@@ -341,7 +356,13 @@ export class PipelineOwner {
         );
         replayed = 0;
       }
-      this.#add(pending, m.seq, result, meta);
+      this.#add(pending, m.seq, result, retry ? { ...meta, replayIds: [] } : meta);
+      if (key !== undefined && !retry)
+        pending.requests.set(key, {
+          seq: m.seq,
+          answer: JSON.stringify(ingestAnswer(result)),
+          ms: meta.receivedMs,
+        });
       countChunk(ctx.metrics, labels, result, this.windowed);
       if (pending.messages >= ctx.batch) await commit(false);
       else flushAt ??= new Promise((resolve) => setTimeout(() => resolve('flush'), FLUSH_MS));
@@ -440,6 +461,25 @@ export class PipelineOwner {
     if (saved.length === 0) throw new LostOwnership(`epoch ${epoch} of ${this.key} is no longer current`);
   }
 
+  /** The request's Idempotency-Key, from the `Nats-Msg-Id` the HTTP tier published it with. */
+  #idempotencyKey(meta: RequestMeta): string | undefined {
+    const prefix = `${this.key}/`;
+    return meta.msgId?.startsWith(prefix) ? meta.msgId.slice(prefix.length) : undefined;
+  }
+
+  /**
+   * Whether a request with this key came earlier in the stream: JetStream drops a retry within
+   * its duplicate window, this catches the later ones (for `idempotency.retention`). The same
+   * answer when the state is rebuilt, since the key's row keeps the sequence of its first request.
+   */
+  async #processedBefore(sql: Sql, pending: Pending, key: string, seq: number): Promise<boolean> {
+    const inBatch = pending.requests.get(key);
+    if (inBatch) return inBatch.seq < seq;
+    const [row] = await sql<{ seq: string }[]>`
+      SELECT seq FROM sluice_requests WHERE pipeline = ${this.key} AND key = ${key}`;
+    return row !== undefined && Number(row.seq) < seq;
+  }
+
   async #process(pipeline: StreamPipeline, m: JsMsg, meta: RequestMeta): Promise<ChunkResult> {
     const raw = Buffer.from(m.data.buffer, m.data.byteOffset, m.data.byteLength);
     let body: Buffer;
@@ -534,8 +574,25 @@ export class PipelineOwner {
         await insertRows(tx, pgConfig(sinks.find((s) => s.id === id)!), rows);
       for (const [output, records] of batch.outbox)
         await tx`INSERT INTO sluice_outbox (pipeline, output, records) VALUES (${this.key}, ${output}, ${records})`;
+      if (batch.requests.size > 0) {
+        const r = [...batch.requests];
+        await tx`
+          INSERT INTO sluice_requests (pipeline, key, seq, answer, received_at)
+          SELECT ${this.key}, u.key, u.seq::bigint, u.answer::jsonb,
+                 timestamptz 'epoch' + u.ms::bigint * interval '1 millisecond'
+          FROM unnest(${r.map(([k]) => k)}::text[], ${r.map(([, v]) => String(v.seq))}::text[],
+                      ${r.map(([, v]) => v.answer)}::text[], ${r.map(([, v]) => String(v.ms))}::text[])
+               AS u(key, seq, answer, ms)
+          ON CONFLICT (pipeline, key) DO NOTHING`;
+      }
       if (batch.replayed.length > 0)
         await tx`DELETE FROM sluice_dead_letters WHERE pipeline = ${this.key} AND id = ANY(${batch.replayed.map(String)}::bigint[])`;
+      // Keys are forgotten with a checkpoint, so a rebuild from it never meets a request whose
+      // decision depended on a key forgotten since.
+      if (state)
+        await tx`
+          DELETE FROM sluice_requests WHERE pipeline = ${this.key}
+            AND received_at < now() - ${String(this.ctx.idempotencyRetentionMs)}::bigint * interval '1 millisecond'`;
       if (state)
         await tx`
           INSERT INTO sluice_checkpoints (pipeline, seq, state, at) VALUES (${this.key}, ${batch.lastSeq}, ${state}, now())

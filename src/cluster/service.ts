@@ -350,6 +350,7 @@ export class ClusterService implements ServiceHandle {
               batch: runtime.owner.batch,
               claimIntervalMs: runtime.owner.claimIntervalMs,
               checkpointIntervalMs: config.checkpointIntervalMs,
+              idempotencyRetentionMs: config.idempotencyRetentionMs,
               maxBodyBytes: config.limits.bodyBytes,
               belowShare: () => this.#owned() < this.#share,
               outputsDir: config.outputsDir,

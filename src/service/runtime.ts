@@ -210,18 +210,7 @@ export class PipelineRuntime {
     }
     const seq = this.#ctx.nextSeq();
     this.#lastSeq = seq;
-    const letters = result.outputs.get(DEAD_OUTPUT) ?? [];
-    const rejected = letters.map((letter) => {
-      const r: Rejection = {
-        index: letter.index as number,
-        reason: letter.reason as string,
-        detail: letter.detail as string,
-      };
-      if (letter.pointer !== undefined) r.pointer = letter.pointer as string;
-      return r;
-    });
-    const duplicates = result.counters['dropped.duplicate'] ?? 0;
-    const answer = { accepted: result.records - rejected.length - duplicates, duplicates, rejected };
+    const answer = ingestAnswer(result);
     const durable = this.#ctx.committer.commit((ops) => {
       ops.log.push({
         seq,
@@ -599,6 +588,21 @@ export class PipelineRuntime {
   resume(): void {
     this.#closed = false;
   }
+}
+
+/** What a processed request gives: its accepted records, duplicates and rejections. */
+export function ingestAnswer(result: ChunkResult): IngestAnswer {
+  const rejected = (result.outputs.get(DEAD_OUTPUT) ?? []).map((letter) => {
+    const r: Rejection = {
+      index: letter.index as number,
+      reason: letter.reason as string,
+      detail: letter.detail as string,
+    };
+    if (letter.pointer !== undefined) r.pointer = letter.pointer as string;
+    return r;
+  });
+  const duplicates = result.counters['dropped.duplicate'] ?? 0;
+  return { accepted: result.records - rejected.length - duplicates, duplicates, rejected };
 }
 
 /**
