@@ -30,7 +30,13 @@ import type {
   TenantHandle,
   WindowQuery,
 } from '../service/api.ts';
-import type { ClusterRuntimeConfig, ServiceConfig } from '../service/config.ts';
+import {
+  fingerprintOf,
+  restartOnly,
+  type ClusterRuntimeConfig,
+  type ServiceConfig,
+  type TenantConfig,
+} from '../service/config.ts';
 import { buildApp } from '../service/http.ts';
 import { KeyRing } from '../service/keys.ts';
 import { createMetrics, type Metrics } from '../service/metrics.ts';
@@ -246,7 +252,7 @@ interface ClusterTenant extends TenantHandle {
 export class ClusterService implements ServiceHandle {
   readonly log: Logger;
   readonly metrics: Metrics;
-  readonly config: ServiceConfig;
+  config: ServiceConfig;
   readonly runtime: ClusterRuntimeConfig;
   url = '';
   #state: ServiceState = 'starting';
@@ -334,7 +340,12 @@ export class ClusterService implements ServiceHandle {
       const pipelines = new Map<string, ClusterPipeline>();
       for (const [name, resolved] of t.pipelines) {
         checkSinks(resolved.sinks, runtime, `${t.id}/${name}`);
-        const spec: PipelineSpec = { tenant: t.id, name, prepared: await prepare(resolved), fingerprint: '' };
+        const spec: PipelineSpec = {
+          tenant: t.id,
+          name,
+          prepared: await prepare(resolved),
+          fingerprint: fingerprintOf(resolved),
+        };
         const subject = subjectOf(runtime.nats.stream, t.id, name);
         pipelines.set(name, new ClusterPipeline(shared, spec, subject));
         this.#owners.push(
@@ -360,13 +371,7 @@ export class ClusterService implements ServiceHandle {
           ),
         );
       }
-      const limiter = this.#limiter;
-      const local = new TenantLimiter(t.limits);
-      this.#tenants.set(t.id, {
-        config: t,
-        limiter: limiter ? { take: (events, bytes) => limiter.take(t.id, t.limits, events, bytes) } : local,
-        pipelines,
-      });
+      this.#tenants.set(t.id, { config: t, limiter: this.#limiterOf(t), pipelines });
     }
     await this.#heartbeat();
     for (const o of this.#owners) o.start();
@@ -386,6 +391,13 @@ export class ClusterService implements ServiceHandle {
     }, 1000).unref();
     this.#heartbeatTimer = setInterval(() => void this.#heartbeat(), runtime.owner.claimIntervalMs).unref();
     this.#state = 'ready';
+  }
+
+  #limiterOf(t: TenantConfig): ClusterTenant['limiter'] {
+    const shared = this.#limiter;
+    return shared
+      ? { take: (events, bytes) => shared.take(t.id, t.limits, events, bytes) }
+      : new TenantLimiter(t.limits);
   }
 
   #owned(): number {
@@ -487,10 +499,49 @@ export class ClusterService implements ServiceHandle {
     return this.#owners.map((o) => ({ pipeline: o.key, status: o.status, position: o.position }));
   }
 
-  /** SIGHUP: the cluster runtime does not swap configs in place (see docs/operations.md). */
-  async reload(): Promise<boolean> {
-    this.log.warn('reload is not supported in the cluster runtime; restart instances one at a time instead');
-    return false;
+  /**
+   * SIGHUP: swaps in what each instance decides alone: tenants' API keys and rate limits. Pipelines
+   * and the runtime section must be the same on every instance (owners move between them), so a
+   * config that changes them is refused, as is one that does not load: the running one stays.
+   */
+  async reload(load: () => ServiceConfig): Promise<boolean> {
+    if (this.#state !== 'ready') {
+      this.log.warn({ state: this.#state }, 'reload ignored: the service is not ready');
+      return false;
+    }
+    let next: ServiceConfig;
+    try {
+      next = load();
+      const changed = clusterRestartOnly(this.config, next);
+      if (changed.length > 0)
+        throw new SluiceError(
+          'SLUICE_ERR_CONFIG_INVALID',
+          `in the cluster runtime these change only on a restart: ${changed.join(', ')}`,
+          { hint: 'Restart the instances one at a time (SIGTERM hands their pipelines over).' },
+        );
+    } catch (err) {
+      this.log.error(
+        { err: err instanceof SluiceError ? err.toJSON() : err },
+        'reload refused; the running config stays',
+      );
+      return false;
+    }
+    const fixed = restartOnly(this.config, next);
+    // Owners took it at start.
+    if (next.idempotencyRetentionMs !== this.config.idempotencyRetentionMs)
+      fixed.push('idempotency.retention');
+    if (fixed.length > 0)
+      this.log.warn({ settings: fixed }, 'these settings change only on a restart; the running values stay');
+    // Nothing awaits from here on: a request sees the old keys and limits or the new ones.
+    for (const t of next.tenants) {
+      const tenant = this.#tenants.get(t.id)!;
+      tenant.config = t;
+      tenant.limiter = this.#limiterOf(t);
+    }
+    this.#keys = new KeyRing(next.tenants);
+    this.config = next;
+    this.log.info({ tenants: next.tenants.map((t) => t.id) }, 'config reloaded');
+    return true;
   }
 
   /** Stops taking requests, lets the owned pipelines commit and checkpoint, and lets go of them. */
@@ -541,4 +592,24 @@ export function checkSinks(
         { hint: "Remove the sink's url, or point runtime.postgres.url at that database." },
       );
   }
+}
+
+/**
+ * What a cluster instance cannot take on reload: anything every instance must agree on. The
+ * tenants and their pipelines (by name and definition), the runtime section, and the listen address.
+ */
+function clusterRestartOnly(running: ServiceConfig, next: ServiceConfig): string[] {
+  const changed: string[] = [];
+  if (next.listen.host !== running.listen.host || next.listen.port !== running.listen.port)
+    changed.push('listen');
+  if (JSON.stringify(next.runtime) !== JSON.stringify(running.runtime)) changed.push('runtime');
+  const pipelines = (c: ServiceConfig): string[] =>
+    c.tenants
+      .flatMap((t) => [...t.pipelines].map(([name, p]) => `${t.id}/${name} ${fingerprintOf(p)}`))
+      .sort();
+  const [was, now] = [pipelines(running), pipelines(next)];
+  const differ = [...was.filter((p) => !now.includes(p)), ...now.filter((p) => !was.includes(p))];
+  const names = [...new Set(differ.map((p) => p.split(' ')[0]!))];
+  if (names.length > 0) changed.push(`the pipelines ${names.join(', ')}`);
+  return changed;
 }

@@ -4,7 +4,7 @@
  * Errors name file, line, column and key path, as pipeline errors do.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -511,4 +511,32 @@ export function embeddedConfig(dataDir: string): ServiceConfig {
     },
   };
   return { ...resolveService(raw, undefined, process.cwd()), demoKey: key };
+}
+
+/** Settings read once at start, that differ in a reloaded config. */
+export function restartOnly(running: ServiceConfig, next: ServiceConfig): string[] {
+  const changed: string[] = [];
+  if (running.limits.bodyBytes !== next.limits.bodyBytes) changed.push('limits.body_bytes');
+  if (running.outputsDir !== next.outputsDir) changed.push('outputs');
+  if (running.checkpointIntervalMs !== next.checkpointIntervalMs) changed.push('checkpoint.interval');
+  if (running.deliveryIntervalMs !== next.deliveryIntervalMs) changed.push('sinks.interval');
+  if (running.shutdownTimeoutMs !== next.shutdownTimeoutMs) changed.push('shutdown_timeout');
+  return changed;
+}
+
+/**
+ * Identifies a pipeline's definition: its resolved config and the content of every file it names
+ * (modules, schemas, tables: resolved configs hold them as absolute paths).
+ */
+export function fingerprintOf(p: ResolvedPipeline): string {
+  const h = createHash('sha256');
+  const definition = { source: p.source, tables: p.tables, steps: p.steps, sinks: p.sinks };
+  h.update(JSON.stringify(definition));
+  const visit = (v: unknown): void => {
+    if (typeof v === 'string' && isAbsolute(v) && existsSync(v) && statSync(v).isFile())
+      h.update(readFileSync(v));
+    else if (v && typeof v === 'object') for (const x of Object.values(v)) visit(x);
+  };
+  visit(definition);
+  return h.digest('hex');
 }

@@ -3,17 +3,13 @@
  * every tenant's pipelines, the timers that checkpoint and deliver to sinks, and the lifecycle:
  * SIGTERM drains and checkpoints, SIGHUP swaps in a new config without dropping a request.
  */
-import { createHash } from 'node:crypto';
-import { existsSync, readFileSync, statSync } from 'node:fs';
-import { isAbsolute } from 'node:path';
 import Database from 'better-sqlite3';
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { prepare } from '../core/engine.ts';
-import type { ResolvedPipeline } from '../core/config.ts';
 import { SluiceError } from '../errors.ts';
 import { Committer } from './committer.ts';
-import type { ServiceConfig, TenantConfig } from './config.ts';
+import { fingerprintOf, restartOnly, type ServiceConfig, type TenantConfig } from './config.ts';
 import type { ServiceHandle, ServiceState } from './api.ts';
 import { Admission } from './admission.ts';
 import { buildApp } from './http.ts';
@@ -370,32 +366,4 @@ export class Service implements ServiceHandle {
     this.#state = 'stopped';
     this.log.info({ ms: Math.round(performance.now() - started) }, 'stopped');
   }
-}
-
-/** Settings read once at start, that differ in a reloaded config. */
-function restartOnly(running: ServiceConfig, next: ServiceConfig): string[] {
-  const changed: string[] = [];
-  if (running.limits.bodyBytes !== next.limits.bodyBytes) changed.push('limits.body_bytes');
-  if (running.outputsDir !== next.outputsDir) changed.push('outputs');
-  if (running.checkpointIntervalMs !== next.checkpointIntervalMs) changed.push('checkpoint.interval');
-  if (running.deliveryIntervalMs !== next.deliveryIntervalMs) changed.push('sinks.interval');
-  if (running.shutdownTimeoutMs !== next.shutdownTimeoutMs) changed.push('shutdown_timeout');
-  return changed;
-}
-
-/**
- * Identifies a pipeline's definition: its resolved config and the content of every file it names
- * (modules, schemas, tables: resolved configs hold them as absolute paths).
- */
-function fingerprintOf(p: ResolvedPipeline): string {
-  const h = createHash('sha256');
-  const definition = { source: p.source, tables: p.tables, steps: p.steps, sinks: p.sinks };
-  h.update(JSON.stringify(definition));
-  const visit = (v: unknown): void => {
-    if (typeof v === 'string' && isAbsolute(v) && existsSync(v) && statSync(v).isFile())
-      h.update(readFileSync(v));
-    else if (v && typeof v === 'object') for (const x of Object.values(v)) visit(x);
-  };
-  visit(definition);
-  return h.digest('hex');
 }
