@@ -296,6 +296,13 @@ export async function runWorkload(o: ScenarioOptions): Promise<{ servers: Server
       `sluice_owner_pending_messages by instance: ${JSON.stringify(pendingSeries)}`,
     );
     const results = await pgResults(sql, `acme/${WORKLOAD_PIPELINE}`);
+    // Rows of postgres sinks carry the tenant and pipeline that wrote them.
+    const origins = await sql<{ t: string; p: string }[]>`
+      SELECT DISTINCT sluice_tenant AS t, sluice_pipeline AS p FROM large_payments`;
+    assert.deepEqual(
+      origins.map((o) => [o.t, o.p]),
+      [['acme', WORKLOAD_PIPELINE]],
+    );
     const dead = deadFromLetters(o.batches, results.letters, batchRequestId);
     const { code, report } = compareCluster(join(dir, 'actual'), {
       batches: o.batches,

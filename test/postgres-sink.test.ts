@@ -14,6 +14,7 @@ import { registry } from '../dist/core/registry.js';
 import type { Rec } from '../dist/core/types.js';
 import { pgUrlIn } from './cluster-helpers.ts';
 import { paymentsCopy, sluice, tempDir, workloadInput } from './helpers.ts';
+import { postEvents, readLines, startServer, writeServiceConfig } from './serve-helpers.ts';
 import { freePort, freshSchema, PG_URL, pgIn, reachable } from './services.ts';
 
 const records: Rec[] = [
@@ -222,6 +223,92 @@ describe('sink postgres', () => {
         file.map((r) => [r.id, String(r.ts_ms), r.amount_usd_micros, r.tier]),
       );
     } finally {
+      await p.done();
+    }
+  });
+
+  it('sluice serve: tenants running one pipeline file write rows tagged with their tenant', async (t) => {
+    const p = await place(t, 'pgsink_serve');
+    if (!p) return;
+    const dir = tempDir('sluice-pg-serve-');
+    const pipeline = paymentsCopy(dir, (yaml) =>
+      yaml.replace(
+        /^sinks:\n/m,
+        `sinks:\n  large_pg:\n    type: postgres\n    input: large\n    url: '${p.url}'\n    table: large\n`,
+      ),
+    );
+    const keys = { acme: 'sk_pg_acme', globex: 'sk_pg_globex' };
+    const config = writeServiceConfig(
+      dir,
+      {
+        acme: { keys: [keys.acme], pipelines: { payments: pipeline } },
+        globex: { keys: [keys.globex], pipelines: { payments: pipeline } },
+      },
+      { sinks: { interval: '100ms' } },
+    );
+    const lines = readLines(workloadInput(100_000));
+    const server = await startServer(config);
+    try {
+      for (const [tenant, from] of [
+        ['acme', 0],
+        ['globex', 20_000],
+      ] as const) {
+        for (let i = from; i < from + 20_000; i += 2_000) {
+          const body = Buffer.concat(lines.slice(i, i + 2_000).flatMap((l) => [l, Buffer.from('\n')]));
+          const r = await postEvents(server, 'payments', keys[tenant], body, {
+            'content-type': 'application/x-ndjson',
+          });
+          assert.equal(r.status, 202, JSON.stringify(r.body));
+        }
+      }
+      // Each tenant's file sink has its large payments; the shared table has the same, tagged.
+      const fileOf = (tenant: string): string[] => {
+        const file = join(dir, 'store', 'outputs', tenant, 'payments', 'large.ndjson');
+        return readFileSync(file, 'utf8')
+          .split('\n')
+          .filter(Boolean)
+          .map((l) => (JSON.parse(l) as { id: string }).id)
+          .sort();
+      };
+      const deadline = Date.now() + 30_000;
+      for (;;) {
+        type Row = { tenant: string; pipeline: string; id: string };
+        // The table appears with the first delivery.
+        const rows: Row[] = await p.sql<Row[]>`
+          SELECT sluice_tenant AS tenant, sluice_pipeline AS pipeline, record->>'id' AS id FROM large`.catch(
+          () => [],
+        );
+        const ids = (tenant: string): string[] =>
+          rows
+            .filter((r) => r.tenant === tenant)
+            .map((r) => r.id)
+            .sort();
+        let files: [string[], string[]] | undefined;
+        try {
+          files = [fileOf('acme'), fileOf('globex')];
+        } catch {
+          // Not delivered yet.
+        }
+        if (
+          files &&
+          files[0].length > 0 &&
+          files[1].length > 0 &&
+          rows.length === files[0].length + files[1].length
+        ) {
+          assert.deepEqual(ids('acme'), files[0]);
+          assert.deepEqual(ids('globex'), files[1]);
+          assert.ok(rows.every((r) => r.pipeline === 'payments'));
+          break;
+        }
+        if (Date.now() > deadline)
+          assert.fail(
+            `the table holds ${rows.length} rows; files: ${files?.map((f) => f.length).join(' + ')}`,
+          );
+        await sleep(100);
+      }
+      assert.deepEqual(await server.stop(), { code: 0, signal: null }, server.output());
+    } finally {
+      if (server.proc.exitCode === null && server.proc.signalCode === null) await server.kill();
       await p.done();
     }
   });

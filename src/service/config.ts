@@ -354,8 +354,11 @@ function durationAt(
   return ms;
 }
 
-/** A pipeline for the service: its events come from HTTP, whatever source the file names. */
-function servicePipeline(file: string): ResolvedPipeline {
+/**
+ * A pipeline for the service: its events come from HTTP, whatever source the file names, and its
+ * postgres sinks tag each row with the tenant and pipeline (tenants may share a pipeline file).
+ */
+function servicePipeline(file: string, tenant: string, name: string): ResolvedPipeline {
   const p = loadPipeline(file);
   const stdout = p.sinks.find((s) => s.type === 'stdout');
   if (stdout)
@@ -368,7 +371,10 @@ function servicePipeline(file: string): ResolvedPipeline {
       },
     );
   const maxRecord = (p.source as { max_record_bytes?: number }).max_record_bytes;
-  return { ...p, source: { type: 'http', ...(maxRecord ? { max_record_bytes: maxRecord } : {}) } };
+  const sinks = p.sinks.map((s) =>
+    s.type === 'postgres' ? { ...s, config: { ...s.config, origin: { tenant, pipeline: name } } } : s,
+  );
+  return { ...p, sinks, source: { type: 'http', ...(maxRecord ? { max_record_bytes: maxRecord } : {}) } };
 }
 
 function resolveService(raw: RawService, file: string | undefined, base: string): ServiceConfig {
@@ -391,7 +397,8 @@ function resolveService(raw: RawService, file: string | undefined, base: string)
       seen.set(k.sha256, id);
     });
     const pipelines = new Map<string, ResolvedPipeline>();
-    for (const [name, path] of Object.entries(t.pipelines)) pipelines.set(name, servicePipeline(rel(path)));
+    for (const [name, path] of Object.entries(t.pipelines))
+      pipelines.set(name, servicePipeline(rel(path), id, name));
     return {
       id,
       keyHashes: t.api_keys.map((k) => Buffer.from(k.sha256, 'hex')),

@@ -26,6 +26,12 @@ export interface PostgresSinkConfig {
   columns?: Record<string, PgColumnType>;
   /** `replace` (default) swaps the table's contents atomically; `append` adds rows. */
   mode?: 'replace' | 'append';
+  /**
+   * Set by `sluice serve`, not in pipeline files: every row also carries the tenant and pipeline
+   * that wrote it (columns `sluice_tenant`, `sluice_pipeline`), so tenants running the same
+   * pipeline file never mix rows in one table without a way to tell them apart.
+   */
+  origin?: { tenant: string; pipeline: string };
 }
 
 const SQL_TYPES: Record<PgColumnType, string> = {
@@ -40,8 +46,16 @@ const SQL_TYPES: Record<PgColumnType, string> = {
 
 const quote = (name: string): string => `"${name.replace(/"/g, '""')}"`;
 
+const ORIGIN_COLUMNS: [string, PgColumnType][] = [
+  ['sluice_tenant', 'TEXT'],
+  ['sluice_pipeline', 'TEXT'],
+];
+
 function columnsOf(config: PostgresSinkConfig): [string, PgColumnType][] {
-  return config.columns ? Object.entries(config.columns) : [['record', 'JSON']];
+  const own: [string, PgColumnType][] = config.columns
+    ? Object.entries(config.columns)
+    : [['record', 'JSON']];
+  return config.origin ? [...ORIGIN_COLUMNS, ...own] : own;
 }
 
 /** A value as the text PostgreSQL casts to the column's type; null for a missing one. */
@@ -55,8 +69,10 @@ function cellText(v: unknown, type: PgColumnType): string | null {
 
 /** A record as one row of cell texts, in the order of the table's columns. */
 export function rowOf(config: PostgresSinkConfig, record: Rec): (string | null)[] {
-  if (!config.columns) return [stringify(record)];
-  return columnsOf(config).map(([name, type]) => cellText(record[name], type));
+  const own = config.columns
+    ? Object.entries(config.columns).map(([name, type]) => cellText(record[name], type))
+    : [stringify(record)];
+  return config.origin ? [config.origin.tenant, config.origin.pipeline, ...own] : own;
 }
 
 /** `CREATE TABLE IF NOT EXISTS` for the sink's table. */
