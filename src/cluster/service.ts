@@ -535,8 +535,10 @@ export class ClusterService implements ServiceHandle {
     // Nothing awaits from here on: a request sees the old keys and limits or the new ones.
     for (const t of next.tenants) {
       const tenant = this.#tenants.get(t.id)!;
+      // A tenant whose limits did not change keeps its tokens (as in the embedded runtime).
+      if (JSON.stringify(t.limits) !== JSON.stringify(tenant.config.limits))
+        tenant.limiter = this.#limiterOf(t);
       tenant.config = t;
-      tenant.limiter = this.#limiterOf(t);
     }
     this.#keys = new KeyRing(next.tenants);
     this.config = next;
