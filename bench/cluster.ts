@@ -75,12 +75,15 @@ const { values: flags } = parseArgs({
   options: {
     events: { type: 'string', default: '200000' },
     concurrency: { type: 'string', default: '16' },
+    // Each request with an Idempotency-Key: costs a key lookup per request on the owner.
+    'idempotency-keys': { type: 'boolean', default: false },
   },
 });
+const KEYED = flags['idempotency-keys'];
 const EVENTS = Number(flags.events);
 const CONCURRENCY = Number(flags.concurrency);
 if (!Number.isInteger(EVENTS) || EVENTS < 1 || !Number.isInteger(CONCURRENCY) || CONCURRENCY < 1) {
-  console.error('usage: bench/cluster.ts [--events N] [--concurrency N]');
+  console.error('usage: bench/cluster.ts [--events N] [--concurrency N] [--idempotency-keys]');
   process.exit(2);
 }
 
@@ -465,7 +468,7 @@ async function post(instances: Instance[], bodies: Buffer[]): Promise<LoadResult
   const latencies: number[] = [];
   const statuses: Record<string, number> = {};
   let turn = 0;
-  const send = async (tenant: string, body: Buffer): Promise<void> => {
+  const send = async (tenant: string, body: Buffer, b: number): Promise<void> => {
     for (let attempt = 1; ; attempt++) {
       const target = instances[turn++ % instances.length]!;
       const started = performance.now();
@@ -474,7 +477,11 @@ async function post(instances: Instance[], bodies: Buffer[]): Promise<LoadResult
       try {
         const res = await request(`${target.url}/v1/pipelines/${PIPELINE}/events`, {
           method: 'POST',
-          headers: { authorization: `Bearer ${keyOf(tenant)}`, 'content-type': 'application/x-ndjson' },
+          headers: {
+            authorization: `Bearer ${keyOf(tenant)}`,
+            'content-type': 'application/x-ndjson',
+            ...(KEYED ? { 'idempotency-key': `bench-${b}` } : {}),
+          },
           body,
           dispatcher: agent,
         });
@@ -500,7 +507,7 @@ async function post(instances: Instance[], bodies: Buffer[]): Promise<LoadResult
       TENANTS.flatMap((tenant) => {
         let next = 0;
         return Array.from({ length: CONCURRENCY }, async () => {
-          for (let b = next++; b < bodies.length; b = next++) await send(tenant, bodies[b]!);
+          for (let b = next++; b < bodies.length; b = next++) await send(tenant, bodies[b]!, b);
         });
       }),
     );
@@ -708,7 +715,7 @@ const out: string[] = [];
 out.push(
   `sluice serve, payments pipeline with its large payments in a postgres sink (a table per tenant), two tenants (${TENANTS.join(', ')}) with one such pipeline each; embedded: SQLite store in ${tmpdir()}; cluster: NATS JetStream at ${NATS_URL}, PostgreSQL at ${PG_URL.replace(/\/\/[^@/]*@/, '//')}. Servers, services and load generator on the same ${availableParallelism()} cores.`,
   `Machine: ${availableParallelism()} cores (${cpus()[0]?.model ?? 'unknown CPU'}), ${Math.round(totalmem() / 2 ** 30)} GiB, Node ${process.version}; ${new Date().toISOString().slice(0, 10)}; commit ${gitCommit(ROOT)}; 1-min load average ${loadBefore.toFixed(2)} before, ${loadAfter.toFixed(2)} after.`,
-  `Load: the seed-1 workload, ${int(perTenant)} events per tenant in ${BATCH}-event NDJSON bodies, ${CONCURRENCY} requests in flight per tenant, each request to the next instance in turn; no warm-up. Ingest: events over the time to the last 202; processed: until every pipeline's committed position reaches the end of its subject (embedded: the same as ingest; its sinks are fed afterwards from its outbox, every 200 ms, and not at shutdown, so its large payments rows are those delivered by the stop). Latency per 202. Peak RSS: of the sum of the mode's sluice processes (each one's peak in the notes).`,
+  `Load: the seed-1 workload, ${int(perTenant)} events per tenant in ${BATCH}-event NDJSON bodies${KEYED ? ', each with an Idempotency-Key' : ''}, ${CONCURRENCY} requests in flight per tenant, each request to the next instance in turn; no warm-up. Ingest: events over the time to the last 202; processed: until every pipeline's committed position reaches the end of its subject (embedded: the same as ingest; its sinks are fed afterwards from its outbox, every 200 ms, and not at shutdown, so its large payments rows are those delivered by the stop). Latency per 202. Peak RSS: of the sum of the mode's sluice processes (each one's peak in the notes).`,
   '',
   row([
     'mode',
