@@ -4,16 +4,11 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import { clusterPayments, writeClusterConfig } from './cluster-helpers.ts';
 import { sluice, tempDir } from './helpers.ts';
-import { freePort, NATS_URL, PG_URL, reachable, REDIS_URL } from './services.ts';
+import { freePort, haveServices, REDIS_URL } from './services.ts';
 
 describe('sluice check on a cluster config', () => {
   it('reports NATS, PostgreSQL and Redis when they answer', { timeout: 30_000 }, async (t) => {
-    if (
-      !(await reachable(t, 'PostgreSQL', PG_URL, 5432)) ||
-      !(await reachable(t, 'NATS', NATS_URL, 4222)) ||
-      !(await reachable(t, 'Redis', REDIS_URL, 6379))
-    )
-      return;
+    if (!(await haveServices(t, 'postgres', 'nats', 'redis'))) return;
     const dir = tempDir('sluice-cluster-check-');
     const config = writeClusterConfig(dir, 'a', {
       stream: 'SLUICE_CHECK',

@@ -14,7 +14,7 @@ import { prng } from '../dist/cli/demo.js';
 import { runWorkload, WORKLOAD_KEY, WORKLOAD_PIPELINE } from './cluster-helpers.ts';
 import { workloadInput } from './helpers.ts';
 import { getJson, planBatches, postEvents, readLines, type Batch } from './serve-helpers.ts';
-import { haveBinary, NATS_URL, PG_URL, reachable, throwawayNats, throwawayPostgres } from './services.ts';
+import { haveBinary, haveServices, throwawayNats, throwawayPostgres } from './services.ts';
 
 let batches: Batch[] = [];
 
@@ -27,7 +27,7 @@ describe('the cluster runtime through server failures (seed-1 100k over HTTP)', 
     'answers 503 while NATS is down, and loses nothing acknowledged across its restart',
     { timeout: 240_000 },
     async (t) => {
-      if (!haveBinary(t, 'nats-server') || !(await reachable(t, 'PostgreSQL', PG_URL, 5432))) return;
+      if (!haveBinary(t, 'nats-server') || !(await haveServices(t, 'postgres'))) return;
       const nats = await throwawayNats();
       try {
         const { ctx } = await runWorkload({
@@ -71,7 +71,7 @@ describe('the cluster runtime through server failures (seed-1 100k over HTTP)', 
     'pauses processing while PostgreSQL is unreachable for 10 s, then resumes, exactly',
     { timeout: 240_000 },
     async (t) => {
-      if (!haveBinary(t, 'initdb') || !(await reachable(t, 'NATS', NATS_URL, 4222))) return;
+      if (!haveBinary(t, 'initdb') || !(await haveServices(t, 'nats'))) return;
       const pg = await throwawayPostgres();
       try {
         let restarted: Promise<void> | undefined;

@@ -13,7 +13,7 @@ import { describe, it } from 'node:test';
 import { caughtUp, dropStream, lastSeq, streamName, writeClusterConfig } from './cluster-helpers.ts';
 import { tempDir } from './helpers.ts';
 import { postEvents, startServer, type Server } from './serve-helpers.ts';
-import { freshSchema, NATS_URL, PG_URL, pgIn, reachable } from './services.ts';
+import { freshSchema, haveServices, pgIn } from './services.ts';
 
 const KEY = 'sk_cluster_idempotency';
 const T0 = Date.UTC(2026, 11, 3, 10, 0, 0);
@@ -47,8 +47,7 @@ describe('Idempotency-Key in the cluster runtime', () => {
     "drops a retry JetStream's duplicate window no longer catches, also when the state is rebuilt",
     { timeout: 120_000 },
     async (t) => {
-      if (!(await reachable(t, 'PostgreSQL', PG_URL, 5432)) || !(await reachable(t, 'NATS', NATS_URL, 4222)))
-        return;
+      if (!(await haveServices(t, 'postgres', 'nats'))) return;
       const dir = tempDir('sluice-cluster-idem-');
       writeFileSync(join(dir, 'counts.yaml'), PIPELINE);
       const stream = streamName('idem');

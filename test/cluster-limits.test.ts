@@ -5,18 +5,10 @@
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { clusterPayments, dropStream, streamName, writeClusterConfig } from './cluster-helpers.ts';
+import { clusterPayments, dropStream, lastSeq, streamName, writeClusterConfig } from './cluster-helpers.ts';
 import { tempDir, workloadInput } from './helpers.ts';
 import { postEvents, readLines, startServer, type Server } from './serve-helpers.ts';
-import {
-  freshSchema,
-  haveBinary,
-  NATS_URL,
-  PG_URL,
-  reachable,
-  REDIS_URL,
-  throwawayNats,
-} from './services.ts';
+import { freshSchema, haveBinary, haveServices, REDIS_URL, throwawayNats } from './services.ts';
 
 const KEY = 'sk_cluster_limits';
 const RATE = 200;
@@ -25,12 +17,7 @@ const SECONDS = 3;
 
 describe('rate limits in the cluster runtime', () => {
   it('hold across instances when they share Redis', { timeout: 60_000 }, async (t) => {
-    if (
-      !(await reachable(t, 'PostgreSQL', PG_URL, 5432)) ||
-      !(await reachable(t, 'NATS', NATS_URL, 4222)) ||
-      !(await reachable(t, 'Redis', REDIS_URL, 6379))
-    )
-      return;
+    if (!(await haveServices(t, 'postgres', 'nats', 'redis'))) return;
     const dir = tempDir('sluice-cluster-limits-');
     const stream = streamName('limits');
     const db = await freshSchema('limits');
@@ -110,7 +97,7 @@ describe('request size in the cluster runtime', () => {
     'answers 413 for a body larger than the NATS server takes in one message',
     { timeout: 60_000 },
     async (t) => {
-      if (!haveBinary(t, 'nats-server') || !(await reachable(t, 'PostgreSQL', PG_URL, 5432))) return;
+      if (!haveBinary(t, 'nats-server') || !(await haveServices(t, 'postgres'))) return;
       const nats = await throwawayNats({ maxPayload: 256 * 1024 });
       const dir = tempDir('sluice-cluster-payload-');
       const db = await freshSchema('payload');
@@ -138,6 +125,51 @@ describe('request size in the cluster runtime', () => {
         await server?.stop();
         await db.drop();
         await nats.destroy();
+      }
+    },
+  );
+
+  it(
+    'answers 503 once the stream is full (runtime.nats.max_bytes), and keeps what it acknowledged',
+    { timeout: 60_000 },
+    async (t) => {
+      if (!(await haveServices(t, 'postgres', 'nats'))) return;
+      const dir = tempDir('sluice-cluster-full-');
+      const stream = streamName('full');
+      const db = await freshSchema('full');
+      let server: Server | undefined;
+      try {
+        server = await startServer(
+          writeClusterConfig(dir, 'a', {
+            stream,
+            schema: db.schema,
+            nats: { max_bytes: 1024 * 1024 },
+            // No checkpoint, so nothing is purged: the stream only fills.
+            extra: { checkpoint: { interval: '1h' } },
+            tenants: { acme: { keys: [KEY], pipelines: { payments: clusterPayments(dir) } } },
+          }),
+        );
+        const lines = readLines(workloadInput(100_000));
+        let accepted = 0;
+        let refused: { status: number; body: unknown } | undefined;
+        for (let i = 0; i < 100 && !refused; i++) {
+          const body = Buffer.concat(
+            lines.slice(i * 200, i * 200 + 200).flatMap((l) => [l, Buffer.from('\n')]),
+          );
+          const r = await postEvents(server, 'payments', KEY, body);
+          if (r.status === 202) accepted++;
+          else refused = r;
+        }
+        assert.ok(refused, 'the stream never filled');
+        assert.equal(refused.status, 503, JSON.stringify(refused.body));
+        assert.equal((refused.body as { code: string }).code, 'SLUICE_ERR_UNAVAILABLE');
+        assert.ok(accepted > 0, 'nothing was accepted before the stream filled');
+        // Every acknowledged request is in the stream.
+        assert.equal(await lastSeq(stream), accepted);
+      } finally {
+        await server?.stop();
+        await db.drop();
+        await dropStream(stream);
       }
     },
   );

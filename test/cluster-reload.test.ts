@@ -9,7 +9,7 @@ import { describe, it } from 'node:test';
 import { clusterPayments, dropStream, streamName, writeClusterConfig } from './cluster-helpers.ts';
 import { tempDir, workloadInput } from './helpers.ts';
 import { postEvents, readLines, startServer, waitForLog, type Server } from './serve-helpers.ts';
-import { freshSchema, NATS_URL, PG_URL, reachable } from './services.ts';
+import { freshSchema, haveServices } from './services.ts';
 
 const OLD_KEY = 'sk_reload_old';
 const NEW_KEY = 'sk_reload_new';
@@ -19,8 +19,7 @@ describe('SIGHUP in the cluster runtime', () => {
     'swaps API keys and limits in; refuses a changed pipeline or runtime',
     { timeout: 60_000 },
     async (t) => {
-      if (!(await reachable(t, 'PostgreSQL', PG_URL, 5432)) || !(await reachable(t, 'NATS', NATS_URL, 4222)))
-        return;
+      if (!(await haveServices(t, 'postgres', 'nats'))) return;
       const dir = tempDir('sluice-cluster-reload-');
       const stream = streamName('reload');
       const db = await freshSchema('reload');

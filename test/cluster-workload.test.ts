@@ -11,7 +11,7 @@ import { prng } from '../dist/cli/demo.js';
 import { ownerOf, runWorkload, WORKLOAD_PIPELINE } from './cluster-helpers.ts';
 import { workloadInput } from './helpers.ts';
 import { planBatches, readLines, type Batch } from './serve-helpers.ts';
-import { NATS_URL, PG_URL, reachable } from './services.ts';
+import { haveServices } from './services.ts';
 
 let batches: Batch[] = [];
 
@@ -21,15 +21,13 @@ before(() => {
 
 describe('the cluster runtime on the payments workload (seed-1 100k over HTTP, 3 instances)', () => {
   it('holds exactly expected/seed1-100k in PostgreSQL', { timeout: 240_000 }, async (t) => {
-    if (!(await reachable(t, 'PostgreSQL', PG_URL, 5432)) || !(await reachable(t, 'NATS', NATS_URL, 4222)))
-      return;
+    if (!(await haveServices(t, 'postgres', 'nats'))) return;
     const { ctx } = await runWorkload({ label: 'plain', batches });
     assert.equal(ctx.unavailable.size, 0, `503 answers: ${JSON.stringify([...ctx.unavailable])}`);
   });
 
   it('stays exact when the owner is SIGKILLed mid-stream and restarted', { timeout: 240_000 }, async (t) => {
-    if (!(await reachable(t, 'PostgreSQL', PG_URL, 5432)) || !(await reachable(t, 'NATS', NATS_URL, 4222)))
-      return;
+    if (!(await haveServices(t, 'postgres', 'nats'))) return;
     const { servers } = await runWorkload({
       label: 'kill',
       batches,

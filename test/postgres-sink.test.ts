@@ -15,7 +15,7 @@ import type { Rec } from '../dist/core/types.js';
 import { pgUrlIn } from './cluster-helpers.ts';
 import { paymentsCopy, sluice, tempDir, workloadInput } from './helpers.ts';
 import { postEvents, readLines, startServer, writeServiceConfig } from './serve-helpers.ts';
-import { freePort, freshSchema, PG_URL, pgIn, reachable } from './services.ts';
+import { freePort, freshSchema, haveServices, pgIn } from './services.ts';
 
 const records: Rec[] = [
   { id: 'a', n: 1, amount: '12.50', note: 'plain', at: '2026-12-03T10:00:00Z', meta: { k: [1, 2] } },
@@ -62,7 +62,7 @@ interface Place {
 
 /** A fresh schema, a URL whose tables resolve in it, and a reader of a table's rows as text. */
 async function place(t: TestContext, label: string): Promise<Place | undefined> {
-  if (!(await reachable(t, 'PostgreSQL', PG_URL, 5432))) return undefined;
+  if (!(await haveServices(t, 'postgres'))) return undefined;
   const db = await freshSchema(label);
   const sql = pgIn(db.schema, 1);
   return {

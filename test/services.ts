@@ -38,6 +38,21 @@ export async function reachable(t: TestContext, name: string, url: string, port:
   return false;
 }
 
+const LOCAL = {
+  postgres: ['PostgreSQL', PG_URL, 5432],
+  nats: ['NATS', NATS_URL, 4222],
+  redis: ['Redis', REDIS_URL, 6379],
+} as const;
+
+/** {@link reachable} for each of the machine's services named, in turn. */
+export async function haveServices(t: TestContext, ...names: (keyof typeof LOCAL)[]): Promise<boolean> {
+  for (const name of names) {
+    const [label, url, port] = LOCAL[name];
+    if (!(await reachable(t, label, url, port))) return false;
+  }
+  return true;
+}
+
 /**
  * A fresh PostgreSQL schema for one test, so tests never see each other's tables; dropped by
  * `drop()`. `url` carries the schema as the connection's search_path.

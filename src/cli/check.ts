@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { relative } from 'node:path';
 import { loadPipeline, type ResolvedPipeline } from '../core/config.ts';
-import { SCHEMA_VERSION } from '../cluster/migrations.ts';
+import { newerSchema, SCHEMA_VERSION, schemaVersion } from '../cluster/migrations.ts';
 import { checkSinks } from '../cluster/service.ts';
 import { SluiceError } from '../errors.ts';
 import { connectJetStream } from '../helpers/jetstream.ts';
@@ -81,19 +81,11 @@ async function checkConnections(runtime: ClusterRuntimeConfig): Promise<string[]
   const sql = openPg(runtime.postgres.url, { max: 1 });
   try {
     const [v] = await sql<{ version: string }[]>`SELECT current_setting('server_version') AS version`;
-    const [table] = await sql<{ t: string | null }[]>`SELECT to_regclass('sluice_migrations')::text AS t`;
-    const [m] = table?.t
-      ? await sql<{ v: number | null }[]>`SELECT max(version) AS v FROM sluice_migrations`
-      : [];
-    const at = m?.v ?? 0;
+    const at = await schemaVersion(sql);
     lines.push(
       `  postgres ${redact(runtime.postgres.url)}: ok (PostgreSQL ${v?.version}; sluice schema version ${at} of ${SCHEMA_VERSION}${at < SCHEMA_VERSION ? ', migrated at start' : ''})`,
     );
-    if (at > SCHEMA_VERSION)
-      throw new SluiceError(
-        'SLUICE_ERR_STORE',
-        `the PostgreSQL schema is at version ${at}, written by a newer sluice`,
-      );
+    if (at > SCHEMA_VERSION) throw newerSchema(at);
   } catch (err) {
     if (err instanceof SluiceError) throw err;
     throw new SluiceError(

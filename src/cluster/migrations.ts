@@ -128,6 +128,23 @@ export const MIGRATIONS: readonly Migration[] = [
 
 export const SCHEMA_VERSION = MIGRATIONS[MIGRATIONS.length - 1]!.version;
 
+/** The version of the database's sluice schema: 0 before the first migration. */
+export async function schemaVersion(sql: Sql | TransactionSql): Promise<number> {
+  const [table] = await sql<{ t: string | null }[]>`SELECT to_regclass('sluice_migrations')::text AS t`;
+  if (!table?.t) return 0;
+  const [row] = await sql<{ v: number | null }[]>`SELECT max(version) AS v FROM sluice_migrations`;
+  return row?.v ?? 0;
+}
+
+/** A schema this sluice cannot work with, since a newer one migrated it. */
+export function newerSchema(current: number, latest = SCHEMA_VERSION): SluiceError {
+  return new SluiceError(
+    'SLUICE_ERR_STORE',
+    `the PostgreSQL schema is at version ${current}, written by a newer sluice (this one knows up to ${latest})`,
+    { hint: 'Run the newer sluice, or point runtime.postgres at another database or schema.' },
+  );
+}
+
 /** Applies the migrations the database lacks; returns the versions applied now. */
 export async function migrate(sql: Sql, migrations: readonly Migration[] = MIGRATIONS): Promise<number[]> {
   const latest = migrations[migrations.length - 1]!.version;
@@ -139,14 +156,8 @@ export async function migrate(sql: Sql, migrations: readonly Migration[] = MIGRA
         name text NOT NULL,
         applied_at timestamptz NOT NULL DEFAULT now()
       )`;
-    const [row] = await tx<{ v: number | null }[]>`SELECT max(version) AS v FROM sluice_migrations`;
-    const current = row?.v ?? 0;
-    if (current > latest)
-      throw new SluiceError(
-        'SLUICE_ERR_STORE',
-        `the PostgreSQL schema is at version ${current}, written by a newer sluice (this one knows up to ${latest})`,
-        { hint: 'Run the newer sluice, or point runtime.postgres at another database or schema.' },
-      );
+    const current = await schemaVersion(tx);
+    if (current > latest) throw newerSchema(current, latest);
     const applied: number[] = [];
     for (const m of migrations) {
       if (m.version <= current) continue;

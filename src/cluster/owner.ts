@@ -632,16 +632,16 @@ export class PipelineOwner {
       }
       if (batch.replayed.length > 0)
         await tx`DELETE FROM sluice_dead_letters WHERE pipeline = ${this.key} AND id = ANY(${batch.replayed.map(String)}::bigint[])`;
-      // Keys are forgotten with a checkpoint, so a rebuild from it never meets a request whose
-      // decision depended on a key forgotten since.
-      if (state)
-        await tx`
-          DELETE FROM sluice_requests WHERE pipeline = ${this.key}
-            AND received_at < now() - ${String(this.ctx.idempotencyRetentionMs)}::bigint * interval '1 millisecond'`;
-      if (state)
+      if (state) {
         await tx`
           INSERT INTO sluice_checkpoints (pipeline, seq, state, at) VALUES (${this.key}, ${batch.lastSeq}, ${state}, now())
           ON CONFLICT (pipeline) DO UPDATE SET seq = EXCLUDED.seq, state = EXCLUDED.state, at = now()`;
+        // Keys are forgotten with a checkpoint, so a rebuild from it never meets a request whose
+        // decision depended on a key forgotten since.
+        await tx`
+          DELETE FROM sluice_requests WHERE pipeline = ${this.key}
+            AND received_at < now() - ${String(this.ctx.idempotencyRetentionMs)}::bigint * interval '1 millisecond'`;
+      }
     });
     if (this.#failures > 0) {
       this.ctx.log.info({ pipeline: this.key, position: batch.lastSeq }, 'pipeline processing resumed');

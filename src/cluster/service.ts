@@ -41,7 +41,7 @@ import { buildApp } from '../service/http.ts';
 import { KeyRing } from '../service/keys.ts';
 import { createMetrics, type Metrics } from '../service/metrics.ts';
 import { TenantLimiter } from '../service/rate-limit.ts';
-import { windowedOutputs, type LoggedBody, type PipelineSpec } from '../service/runtime.ts';
+import { replayBody, windowedOutputs, type LoggedBody, type PipelineSpec } from '../service/runtime.ts';
 import { SharedLimiter } from '../service/shared-limits.ts';
 import { requestHeaders, subjectOf, subjectsOf } from './log.ts';
 import { migrate } from './migrations.ts';
@@ -60,6 +60,10 @@ function storeError(err: unknown): SluiceError {
     ? new SluiceError('SLUICE_ERR_INTERNAL', `PostgreSQL query failed: ${e.message}`, { cause: err })
     : new SluiceError('SLUICE_ERR_UNAVAILABLE', `PostgreSQL is unreachable: ${e.message}`, { cause: err });
 }
+
+/** Epoch milliseconds as a timestamptz, in a query. */
+const instant = (sql: Sql, ms: number) =>
+  sql`timestamptz 'epoch' + ${String(ms)}::bigint * interval '1 millisecond'`;
 
 interface Shared {
   sql: Sql;
@@ -145,11 +149,10 @@ class ClusterPipeline implements PipelineHandle {
 
   async windows(q: WindowQuery): Promise<Page<[number, string]>> {
     const { sql } = this.shared;
-    const at = (ms: number) => sql`timestamptz 'epoch' + ${String(ms)}::bigint * interval '1 millisecond'`;
     let where = sql`pipeline = ${this.key} AND output = ${q.output.output}`;
-    if (q.fromMs !== undefined) where = sql`${where} AND window_start >= ${at(q.fromMs)}`;
-    if (q.toMs !== undefined) where = sql`${where} AND window_start < ${at(q.toMs)}`;
-    if (q.after) where = sql`${where} AND (window_start, key) > (${at(q.after[0])}, ${q.after[1]})`;
+    if (q.fromMs !== undefined) where = sql`${where} AND window_start >= ${instant(sql, q.fromMs)}`;
+    if (q.toMs !== undefined) where = sql`${where} AND window_start < ${instant(sql, q.toMs)}`;
+    if (q.after) where = sql`${where} AND (window_start, key) > (${instant(sql, q.after[0])}, ${q.after[1]})`;
     // As text the way keyText writes it: a JSON null or a missing field is 'null'.
     for (const [field, value] of Object.entries(q.keys))
       where = sql`${where} AND coalesce(row ->> ${field}, 'null') = ${value}`;
@@ -190,12 +193,11 @@ class ClusterPipeline implements PipelineHandle {
     after = 0,
   ): Promise<{ id: string; received_at: Date; request_id: string | null; letter: string }[]> {
     const { sql } = this.shared;
-    const at = (ms: number) => sql`timestamptz 'epoch' + ${String(ms)}::bigint * interval '1 millisecond'`;
     let where = sql`pipeline = ${this.key} AND id > ${after}`;
     if (q.ids) where = sql`${where} AND id = ANY(${q.ids.map(String)}::bigint[])`;
     if (q.reason !== undefined) where = sql`${where} AND reason = ${q.reason}`;
-    if (q.fromMs !== undefined) where = sql`${where} AND received_at >= ${at(q.fromMs)}`;
-    if (q.toMs !== undefined) where = sql`${where} AND received_at < ${at(q.toMs)}`;
+    if (q.fromMs !== undefined) where = sql`${where} AND received_at >= ${instant(sql, q.fromMs)}`;
+    if (q.toMs !== undefined) where = sql`${where} AND received_at < ${instant(sql, q.toMs)}`;
     return sql<{ id: string; received_at: Date; request_id: string | null; letter: string }[]>`
       SELECT id, received_at, request_id, letter::text AS letter FROM sluice_dead_letters
       WHERE ${where} ORDER BY id LIMIT ${Math.min(q.limit ?? 1000, MAX_LIMIT + 1)}`;
@@ -212,25 +214,7 @@ class ClusterPipeline implements PipelineHandle {
     } catch (err) {
       throw storeError(err);
     }
-    const skipped: { id: number; reason: string }[] = [];
-    const parts: Buffer[] = [];
-    const ids: number[] = [];
-    const bounds: number[] = [];
-    let at = 0;
-    for (const l of letters) {
-      const letter = JSON.parse(l.letter) as Rec;
-      const id = Number(l.id);
-      if (typeof letter.raw !== 'string' || letter.raw_truncated === true || letter.reason === 'too_large') {
-        skipped.push({ id, reason: 'the dead letter does not hold the whole record' });
-        continue;
-      }
-      const b = Buffer.from(letter.raw, 'utf8');
-      if (filter.maxBytes !== undefined && at + b.length > filter.maxBytes && ids.length > 0) break;
-      parts.push(b, Buffer.from('\n'));
-      bounds.push(at, at + b.length);
-      at += b.length + 1;
-      ids.push(id);
-    }
+    const { ids, body, bounds, skipped } = replayBody(letters, filter.maxBytes);
     if (ids.length === 0) return { answer: { replayed: 0, queued: 0 }, skipped, durable: Promise.resolve() };
     const headers = requestHeaders({
       requestId: meta.requestId,
@@ -238,9 +222,9 @@ class ClusterPipeline implements PipelineHandle {
       format: 'ndjson',
       gzip: false,
       replayIds: ids,
-      bounds: Int32Array.from(bounds),
+      bounds,
     });
-    await this.#publish(Buffer.concat(parts), headers, undefined);
+    await this.#publish(body, headers, undefined);
     return { answer: { replayed: ids.length, queued: ids.length }, skipped, durable: Promise.resolve() };
   }
 }
@@ -363,7 +347,7 @@ export class ClusterService implements ServiceHandle {
               checkpointIntervalMs: config.checkpointIntervalMs,
               idempotencyRetentionMs: config.idempotencyRetentionMs,
               maxBodyBytes: config.limits.bodyBytes,
-              belowShare: () => this.#owned() < this.#share,
+              belowShare: () => this.#owning().length < this.#share,
               outputsDir: config.outputsDir,
             },
             spec,
@@ -400,8 +384,9 @@ export class ClusterService implements ServiceHandle {
       : new TenantLimiter(t.limits);
   }
 
-  #owned(): number {
-    return this.#owners.filter((o) => o.status === 'owner').length;
+  /** The owners that own their pipeline now. */
+  #owning(): PipelineOwner[] {
+    return this.#owners.filter((o) => o.status === 'owner');
   }
 
   /**
@@ -425,11 +410,8 @@ export class ClusterService implements ServiceHandle {
       // PostgreSQL is unreachable: the owners notice on their own; the share stays as it was.
       return;
     }
-    if (this.#owned() > this.#share)
-      this.#owners
-        .filter((o) => o.status === 'owner')
-        .pop()
-        ?.release();
+    const owning = this.#owning();
+    if (owning.length > this.#share) owning.pop()?.release();
   }
 
   /** Follows the NATS connection, so ingest answers 503 at once while it is down. */
@@ -465,7 +447,7 @@ export class ClusterService implements ServiceHandle {
       nats: this.#natsUp ? 'up' : 'down',
       postgres: pg,
       redis: this.#limiter ? (this.#limiter.healthy ? 'up' : 'down') : 'not configured',
-      owns: this.#owners.filter((o) => o.status === 'owner').map((o) => o.key),
+      owns: this.#owning().map((o) => o.key),
     };
     // Without NATS this instance can take no request; without PostgreSQL it still can.
     return { ready: this.#state === 'ready' && this.#natsUp, body };

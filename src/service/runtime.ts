@@ -331,39 +331,16 @@ export class PipelineRuntime {
     skipped: { id: number; reason: string }[];
     durable: Promise<void>;
   } {
-    const letters = this.#selectDead(filter);
-    const skipped: { id: number; reason: string }[] = [];
-    const replayable: { id: number; raw: string }[] = [];
-    let bytes = 0;
-    for (const l of letters) {
-      bytes += l.letter.length;
-      if (filter.maxBytes !== undefined && bytes > filter.maxBytes && replayable.length > 0) break;
-      const letter = JSON.parse(l.letter) as Rec;
-      if (typeof letter.raw !== 'string' || letter.raw_truncated === true || letter.reason === 'too_large')
-        skipped.push({ id: l.id, reason: 'the dead letter does not hold the whole record' });
-      else replayable.push({ id: l.id, raw: letter.raw });
-    }
+    const { ids, body, bounds, skipped } = replayBody(this.#selectDead(filter), filter.maxBytes);
     const empty = { replayed: 0, accepted: 0, duplicates: 0, rejected: [] };
-    if (replayable.length === 0) return { answer: empty, skipped, durable: Promise.resolve() };
-    // One record per dead letter, cut by bounds, so records with newlines stay whole.
-    const parts: Buffer[] = [];
-    const bounds = new Int32Array(replayable.length * 2);
-    let at = 0;
-    replayable.forEach((r, i) => {
-      const b = Buffer.from(r.raw, 'utf8');
-      parts.push(b, Buffer.from('\n'));
-      bounds[2 * i] = at;
-      bounds[2 * i + 1] = at + b.length;
-      at += b.length + 1;
-    });
-    const body = Buffer.concat(parts);
+    if (ids.length === 0) return { answer: empty, skipped, durable: Promise.resolve() };
     const { answer, durable } = this.ingest({ raw: body, gzip: false, body, bounds }, meta, (ops) =>
-      ops.deleteDead.push({ pipeline: this.key, ids: replayable.map((r) => r.id) }),
+      ops.deleteDead.push({ pipeline: this.key, ids }),
     );
-    const rejected = answer.rejected.map((r) => ({ ...r, id: replayable[r.index]!.id }));
+    const rejected = answer.rejected.map((r) => ({ ...r, id: ids[r.index]! }));
     return {
       answer: {
-        replayed: replayable.length,
+        replayed: ids.length,
         accepted: answer.accepted,
         duplicates: answer.duplicates,
         rejected,
@@ -588,6 +565,37 @@ export class PipelineRuntime {
   resume(): void {
     this.#closed = false;
   }
+}
+
+/**
+ * The body that replays dead letters (oldest first): one record per letter, cut by bounds so
+ * records with newlines stay whole, up to `maxBytes` (at least one record). Letters that do not
+ * hold their whole record are skipped, with why.
+ */
+export function replayBody(
+  letters: { id: number | string; letter: string }[],
+  maxBytes: number | undefined,
+): { ids: number[]; body: Buffer; bounds: Int32Array; skipped: { id: number; reason: string }[] } {
+  const ids: number[] = [];
+  const parts: Buffer[] = [];
+  const bounds: number[] = [];
+  const skipped: { id: number; reason: string }[] = [];
+  let at = 0;
+  for (const l of letters) {
+    const letter = JSON.parse(l.letter) as Rec;
+    const id = Number(l.id);
+    if (typeof letter.raw !== 'string' || letter.raw_truncated === true || letter.reason === 'too_large') {
+      skipped.push({ id, reason: 'the dead letter does not hold the whole record' });
+      continue;
+    }
+    const b = Buffer.from(letter.raw, 'utf8');
+    if (maxBytes !== undefined && at + b.length > maxBytes && ids.length > 0) break;
+    parts.push(b, Buffer.from('\n'));
+    bounds.push(at, at + b.length);
+    at += b.length + 1;
+    ids.push(id);
+  }
+  return { ids, body: Buffer.concat(parts), bounds: Int32Array.from(bounds), skipped };
 }
 
 /** What a processed request gives: its accepted records, duplicates and rejections. */
