@@ -14,7 +14,7 @@ import { before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { gzipSync } from 'node:zlib';
 import Database from 'better-sqlite3';
-import { BIN, PAYMENTS, ROOT, sluice, tempDir, workloadInput } from './helpers.ts';
+import { BIN, PAYMENTS, ROOT, sampleInput, sluice, tempDir } from './helpers.ts';
 import type { Ran } from './helpers.ts';
 
 const FIXTURES = join(ROOT, 'test', 'fixtures', 'bad-input');
@@ -156,7 +156,7 @@ interface Corruption {
   keyword?: true | string;
 }
 
-/** The workload's corruption classes (shared/workload/generate.mjs CORRUPTIONS), in its order. */
+/** The reference workload's corruption classes (../shared/workload/generate.mjs CORRUPTIONS), in order. */
 const CORRUPTIONS: Corruption[] = [
   {
     name: 'missing amount',
@@ -440,7 +440,7 @@ describe('input files', () => {
   let reference: string;
 
   before(async () => {
-    plain = workloadInput(20_000);
+    plain = sampleInput(20_000);
     reference = tempDir();
     const r = await runPayments(plain, reference);
     assert.equal(r.code, 0, r.stderr);
@@ -646,7 +646,7 @@ describe('max_record_bytes', () => {
 
 describe('Ctrl-C', () => {
   it('SIGINT during a run → exit 130, SLUICE_ERR_INTERRUPTED, no outputs and no temporary files', async () => {
-    const input = workloadInput(1_000_000);
+    const input = sampleInput(1_000_000);
     const out = join(tempDir(), 'out');
     const child = spawn(process.execPath, [BIN, 'run', PAYMENTS, '--input', input, '--out', out], {
       cwd: ROOT,

@@ -1,28 +1,30 @@
 /**
  * The cluster runtime when the servers it depends on fail, on servers of the test's own (never the
- * machine's shared ones): the payments seed-1 100k input goes in over HTTP while
+ * machine's shared ones): the payments sample 100k input goes in over HTTP while
  * - NATS (a nats-server of the test's) is restarted: ingest answers 503 SLUICE_ERR_UNAVAILABLE while
  *   it is down, producers retry, and nothing acknowledged is lost or doubled;
  * - PostgreSQL (a cluster of the test's, made with initdb) is unreachable for 10 s: ingest goes on,
  *   processing pauses and then resumes;
- * and in both cases PostgreSQL ends up holding exactly expected/seed1-100k.
+ * and in both cases PostgreSQL ends up holding exactly what `sluice run` gives on the same input.
  */
 import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { before, describe, it } from 'node:test';
 import { prng } from '../dist/cli/demo.js';
 import { runWorkload, WORKLOAD_KEY, WORKLOAD_PIPELINE } from './cluster-helpers.ts';
-import { workloadInput } from './helpers.ts';
+import { batchResults, SAMPLE_100K } from './helpers.ts';
 import { getJson, planBatches, postEvents, readLines, type Batch } from './serve-helpers.ts';
 import { haveBinary, haveServices, throwawayNats, throwawayPostgres } from './services.ts';
 
 let batches: Batch[] = [];
+let reference = '';
 
-before(() => {
-  batches = planBatches(readLines(workloadInput(100_000)), prng(20261123));
+before(async () => {
+  batches = planBatches(readLines(SAMPLE_100K.input()), prng(20261123));
+  reference = await batchResults(SAMPLE_100K.input());
 });
 
-describe('the cluster runtime through server failures (seed-1 100k over HTTP)', () => {
+describe(`the cluster runtime through server failures (${SAMPLE_100K.name} over HTTP)`, () => {
   it(
     'answers 503 while NATS is down, and loses nothing acknowledged across its restart',
     { timeout: 240_000 },
@@ -33,6 +35,7 @@ describe('the cluster runtime through server failures (seed-1 100k over HTTP)', 
         const { ctx } = await runWorkload({
           label: 'natsdown',
           batches,
+          reference,
           instances: 2,
           natsUrl: nats.url,
           during: async ({ servers }) => {
@@ -78,6 +81,7 @@ describe('the cluster runtime through server failures (seed-1 100k over HTTP)', 
         const { servers } = await runWorkload({
           label: 'pgdown',
           batches,
+          reference,
           instances: 2,
           pgUrl: pg.url,
           during: async ({ servers }) => {

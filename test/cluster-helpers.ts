@@ -2,7 +2,7 @@
  * Helpers for tests of the cluster runtime: a service config whose runtime is the local NATS
  * JetStream and PostgreSQL (a fresh schema and a fresh stream per test), the payments pipeline with
  * its large payments in a postgres sink, and the results read back from PostgreSQL in the format
- * of shared/workload/expected.
+ * of `sluice run`'s result directory (and of ../shared/workload/expected).
  */
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -11,11 +11,10 @@ import { jetstreamManager } from '@nats-io/jetstream';
 import { connect } from '@nats-io/transport-node';
 import type postgres from 'postgres';
 import assert from 'node:assert/strict';
-import { paymentsCopy, tempDir } from './helpers.ts';
+import { assertSameResults, compareWithExpected, paymentsCopy, tempDir } from './helpers.ts';
 import {
   allDeadLetters,
   allWindows,
-  compareResults,
   deadFromLetters,
   getJson,
   postEvents,
@@ -25,6 +24,7 @@ import {
   type DeadLine,
   type Server,
   type TenantSpec,
+  writeResults,
 } from './serve-helpers.ts';
 import { freshSchema, NATS_URL, PG_URL, pgIn } from './services.ts';
 
@@ -167,11 +167,11 @@ export async function pgResults(
 }
 
 /**
- * Writes what PostgreSQL holds in the comparison format and compares it with expected/seed1-100k.
- * The summary's counters come from the same rows: accepted is the windows' total count, and
- * duplicates are the lines neither accepted nor dead.
+ * Writes what PostgreSQL holds in the comparison format; returns the directory. The summary's
+ * counters come from the same rows: accepted is the windows' total count, and duplicates are the
+ * lines neither accepted nor dead.
  */
-export function compareCluster(
+export function clusterResults(
   out: string,
   r: {
     batches: Batch[];
@@ -179,7 +179,7 @@ export function compareCluster(
     dead: DeadLine[];
     large: Record<string, unknown>[];
   },
-): { code: number | null; report: string } {
+): string {
   const count = (reason: string): number => r.dead.filter((d) => d.reason === reason).length;
   const lines = r.batches.reduce((n, b) => n + b.count, 0);
   const accepted = r.windows.reduce((n, w) => n + Number(w.count), 0);
@@ -191,7 +191,7 @@ export function compareCluster(
     late: count('late'),
     large: r.large.length,
   };
-  return compareResults(out, {
+  return writeResults(out, {
     windows: r.windows,
     dead: r.dead,
     large: r.large.map((l) => JSON.stringify(l) + '\n').join(''),
@@ -214,6 +214,10 @@ export interface ScenarioContext {
 export interface ScenarioOptions {
   label: string;
   batches: Batch[];
+  /** What PostgreSQL must hold at the end: `sluice run`'s results on the same input (a directory). */
+  reference: string;
+  /** Also compared with ../shared/workload/expected/<expected>, for a cross-check. */
+  expected?: string;
   instances?: number;
   natsUrl?: string;
   pgUrl?: string;
@@ -229,8 +233,9 @@ export interface ScenarioOptions {
 /**
  * Instances of the cluster runtime on a fresh stream and schema take `batches` over HTTP, in input
  * order, each request to the next instance in turn, each with an Idempotency-Key and retried on
- * 503 until it is answered 202. At the end, what PostgreSQL holds must equal
- * expected/seed1-100k, and the instances' API must serve the same. Returns every server started.
+ * 503 until it is answered 202. At the end, what PostgreSQL holds must equal `o.reference` (and
+ * `o.expected` where given), and the instances' API must serve the same. Returns every server
+ * started.
  */
 export async function runWorkload(o: ScenarioOptions): Promise<{ servers: Server[]; ctx: ScenarioContext }> {
   const dir = tempDir(`sluice-cluster-${o.label}-`);
@@ -304,13 +309,17 @@ export async function runWorkload(o: ScenarioOptions): Promise<{ servers: Server
       [['acme', WORKLOAD_PIPELINE]],
     );
     const dead = deadFromLetters(o.batches, results.letters, batchRequestId);
-    const { code, report } = compareCluster(join(dir, 'actual'), {
+    const actual = clusterResults(join(dir, 'actual'), {
       batches: o.batches,
       windows: results.windows,
       dead,
       large: results.large,
     });
-    assert.equal(code, 0, report);
+    assertSameResults(o.reference, actual, 'what PostgreSQL holds');
+    if (o.expected) {
+      const { code, report } = compareWithExpected(o.expected, actual);
+      assert.equal(code, 0, report);
+    }
 
     // Any instance's API serves what PostgreSQL holds.
     const viaApi = await allWindows(

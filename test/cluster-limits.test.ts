@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { clusterPayments, dropStream, lastSeq, streamName, writeClusterConfig } from './cluster-helpers.ts';
-import { tempDir, workloadInput } from './helpers.ts';
+import { sampleInput, tempDir } from './helpers.ts';
 import { postEvents, readLines, startServer, type Server } from './serve-helpers.ts';
 import { freshSchema, haveBinary, haveServices, REDIS_URL, throwawayNats } from './services.ts';
 
@@ -44,7 +44,7 @@ describe('rate limits in the cluster runtime', () => {
           ),
         );
       const body = Buffer.concat(
-        readLines(workloadInput(100_000))
+        readLines(sampleInput(100_000))
           .slice(0, PER_REQUEST)
           .flatMap((l) => [l, Buffer.from('\n')]),
       );
@@ -112,7 +112,7 @@ describe('request size in the cluster runtime', () => {
           }),
         );
         assert.match(server.output(), /limits.body_bytes is above what the NATS server takes in one message/);
-        const lines = readLines(workloadInput(100_000));
+        const lines = readLines(sampleInput(100_000));
         const body = (n: number): Buffer =>
           Buffer.concat(lines.slice(0, n).flatMap((l) => [l, Buffer.from('\n')]));
         const big = await postEvents(server, 'payments', KEY, body(2000));
@@ -149,7 +149,7 @@ describe('request size in the cluster runtime', () => {
             tenants: { acme: { keys: [KEY], pipelines: { payments: clusterPayments(dir) } } },
           }),
         );
-        const lines = readLines(workloadInput(100_000));
+        const lines = readLines(sampleInput(100_000));
         let accepted = 0;
         let refused: { status: number; body: unknown } | undefined;
         for (let i = 0; i < 100 && !refused; i++) {

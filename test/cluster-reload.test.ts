@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import { clusterPayments, dropStream, streamName, writeClusterConfig } from './cluster-helpers.ts';
-import { tempDir, workloadInput } from './helpers.ts';
+import { sampleInput, tempDir } from './helpers.ts';
 import { postEvents, readLines, startServer, waitForLog, type Server } from './serve-helpers.ts';
 import { freshSchema, haveServices } from './services.ts';
 
@@ -36,7 +36,7 @@ describe('SIGHUP in the cluster runtime', () => {
           },
         });
       const body = Buffer.concat(
-        readLines(workloadInput(100_000))
+        readLines(sampleInput(100_000))
           .slice(0, 10)
           .flatMap((l) => [l, Buffer.from('\n')]),
       );

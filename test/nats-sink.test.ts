@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { connect } from '@nats-io/transport-node';
-import { paymentsCopy, sluice, tempDir, workloadInput } from './helpers.ts';
+import { paymentsCopy, sampleInput, sluice, tempDir } from './helpers.ts';
 import { freePort, haveBinary, NATS_URL, reachable, untilListening } from './services.ts';
 
 const RUN = `${process.pid}_${Date.now().toString(36)}`;
@@ -63,7 +63,7 @@ describe('sink nats', () => {
     if (!(await reachable(t, 'NATS', NATS_URL, 4222))) return;
     const dir = tempDir('sluice-nats-sink-');
     const pipeline = pipelineWithNats(dir, NATS_URL);
-    const input = workloadInput(100000);
+    const input = sampleInput(100_000);
     const first = await sluice(['run', pipeline, '--input', input, '--out', join(dir, 'out')]);
     assert.equal(first.code, 0, first.stderr);
     const fileLarge = readFileSync(join(dir, 'out', 'large.ndjson'), 'utf8')
@@ -95,7 +95,7 @@ describe('sink nats', () => {
     await untilListening(port);
     const dir = tempDir('sluice-nats-nojs-');
     const pipeline = pipelineWithNats(dir, `nats://127.0.0.1:${port}`);
-    const run = await sluice(['run', pipeline, '--input', workloadInput(100000), '--out', join(dir, 'out')]);
+    const run = await sluice(['run', pipeline, '--input', sampleInput(100_000), '--out', join(dir, 'out')]);
     server.kill('SIGKILL');
     assert.equal(run.code, 1, run.stderr);
     assert.match(
@@ -109,7 +109,7 @@ describe('sink nats', () => {
     const port = await freePort();
     const dir = tempDir('sluice-nats-none-');
     const pipeline = pipelineWithNats(dir, `nats://127.0.0.1:${port}`);
-    const run = await sluice(['run', pipeline, '--input', workloadInput(100000), '--out', join(dir, 'out')]);
+    const run = await sluice(['run', pipeline, '--input', sampleInput(100_000), '--out', join(dir, 'out')]);
     assert.equal(run.code, 1, run.stderr);
     assert.match(
       run.stderr,

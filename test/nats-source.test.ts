@@ -1,8 +1,9 @@
 /**
- * The `nats` source against the machine's real NATS JetStream: the seed-1 workload published one
- * event a message and run from the stream gives exactly the expected results; messages are
- * acknowledged only after the sinks committed, so a run killed with SIGKILL acknowledges nothing and
- * the next run reads everything again at once.
+ * The `nats` source against the machine's real NATS JetStream: the sample workload published one
+ * event a message and run from the stream gives exactly what `sluice run` gives on the file;
+ * messages are acknowledged only after the sinks committed, so a run killed with SIGKILL
+ * acknowledges nothing and the next run reads everything again at once. Where ../shared is present,
+ * its seed-1 100k input run from a stream must also equal its independent expected results.
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -13,51 +14,75 @@ import { after, describe, it } from 'node:test';
 import { jetstream, jetstreamManager } from '@nats-io/jetstream';
 import { connect } from '@nats-io/transport-node';
 import {
+  assertSameResults,
+  batchResults,
   BIN,
   compareWithExpected,
   PAYMENTS,
   paymentsCopy,
   ROOT,
+  SAMPLE_100K,
+  SEED1_100K,
   sluice,
   tempDir,
-  workloadInput,
 } from './helpers.ts';
 import { NATS_URL, reachable } from './services.ts';
 
 const RUN = `${process.pid}_${Date.now().toString(36)}`;
 const STREAM = `SLUICE_TEST_SOURCE_${RUN}`;
 const SUBJECT = `sluice.test.source.${RUN}`;
+/** The stream of the cross-check with ../shared's reference input. */
+const REF_STREAM = `SLUICE_TEST_SOURCE_REF_${RUN}`;
+const REF_SUBJECT = `sluice.test.source.ref.${RUN}`;
 
-/** The payments example reading the stream instead of a file. */
-const pipelineFromNats = (dir: string, consumer: string): string =>
+/** The payments example reading `stream` instead of a file. */
+const pipelineFromNats = (dir: string, consumer: string, stream = STREAM): string =>
   paymentsCopy(dir, (yaml) =>
     yaml.replace(
       /^source:\n(?: {2}.*\n)+/m,
-      `source:\n  type: nats\n  url: ${NATS_URL}\n  stream: ${STREAM}\n  consumer: ${consumer}\n`,
+      `source:\n  type: nats\n  url: ${NATS_URL}\n  stream: ${stream}\n  consumer: ${consumer}\n`,
     ),
   );
 
 after(async () => {
   try {
     const nc = await connect({ servers: NATS_URL, timeout: 1000 });
-    await (await jetstreamManager(nc)).streams.delete(STREAM).catch(() => {});
+    const jsm = await jetstreamManager(nc);
+    for (const stream of [STREAM, REF_STREAM]) await jsm.streams.delete(stream).catch(() => {});
     await nc.close();
   } catch {
     // NATS is not there: nothing was created.
   }
 });
 
-/** Publishes every line of the input as its own message; returns how many. */
-async function publishWorkload(): Promise<number> {
+/**
+ * The sample input without its empty lines, as a file. In a file an empty line is a record (a parse
+ * dead letter); the nats source reads a message as NDJSON, so an empty message holds no record, and
+ * the runs over the stream and over the file would differ on them.
+ */
+let sampleLines: string | undefined;
+function sampleMessages(): string {
+  if (!sampleLines) {
+    const lines = readFileSync(SAMPLE_100K.input(), 'utf8')
+      .split('\n')
+      .filter((l) => l !== '');
+    sampleLines = join(tempDir('sluice-nats-source-input-'), 'events.ndjson');
+    writeFileSync(sampleLines, lines.join('\n') + '\n');
+  }
+  return sampleLines;
+}
+
+/** Publishes every line of `input` as its own message on a new stream; returns how many. */
+async function publishWorkload(input: string, stream = STREAM, subject = SUBJECT): Promise<number> {
   const nc = await connect({ servers: NATS_URL });
   try {
     const jsm = await jetstreamManager(nc);
-    await jsm.streams.add({ name: STREAM, subjects: [SUBJECT] });
+    await jsm.streams.add({ name: stream, subjects: [subject] });
     const js = jetstream(nc);
-    const lines = readFileSync(workloadInput(100000), 'utf8').split('\n');
+    const lines = readFileSync(input, 'utf8').split('\n');
     if (lines[lines.length - 1] === '') lines.pop();
     for (let i = 0; i < lines.length; i += 1000)
-      await Promise.all(lines.slice(i, i + 1000).map((l) => js.publish(SUBJECT, l)));
+      await Promise.all(lines.slice(i, i + 1000).map((l) => js.publish(subject, l)));
     return lines.length;
   } finally {
     await nc.close();
@@ -66,10 +91,11 @@ async function publishWorkload(): Promise<number> {
 
 async function consumerState(
   name: string,
+  stream = STREAM,
 ): Promise<{ ackFloor: number; delivered: number; ackPending: number }> {
   const nc = await connect({ servers: NATS_URL });
   try {
-    const info = await (await jetstreamManager(nc)).consumers.info(STREAM, name);
+    const info = await (await jetstreamManager(nc)).consumers.info(stream, name);
     return {
       ackFloor: info.ack_floor.stream_seq,
       delivered: info.delivered.stream_seq,
@@ -83,15 +109,15 @@ async function consumerState(
 describe('source nats', { timeout: 240_000 }, () => {
   let published = 0;
 
-  it('a run over the stream gives the expected results, then acknowledges every message', async (t) => {
+  const title = `a run over the stream gives what a run over the file gives (${SAMPLE_100K.name})`;
+  it(`${title}, then acknowledges every message`, async (t) => {
     if (!(await reachable(t, 'NATS', NATS_URL, 4222))) return;
-    published = await publishWorkload();
+    published = await publishWorkload(sampleMessages());
     const dir = tempDir('sluice-nats-source-');
     const pipeline = pipelineFromNats(dir, 'whole');
     const run = await sluice(['run', pipeline, '--out', join(dir, 'out')]);
     assert.equal(run.code, 0, run.stderr);
-    const cmp = compareWithExpected('seed1-100k', join(dir, 'out'));
-    assert.equal(cmp.code, 0, cmp.report);
+    assertSameResults(await batchResults(sampleMessages()), join(dir, 'out'), 'the run from NATS');
     assert.deepEqual(await consumerState('whole'), {
       ackFloor: published,
       delivered: published,
@@ -131,14 +157,37 @@ describe('source nats', { timeout: 240_000 }, () => {
 
     const rerun = await sluice(['run', pipeline, '--out', join(dir, 'out')]);
     assert.equal(rerun.code, 0, rerun.stderr);
-    const cmp = compareWithExpected('seed1-100k', join(dir, 'out'));
-    assert.equal(cmp.code, 0, cmp.report);
+    assertSameResults(await batchResults(sampleMessages()), join(dir, 'out'), 'the run from NATS');
     assert.deepEqual(await consumerState('killed'), {
       ackFloor: published,
       delivered: published,
       ackPending: 0,
     });
   });
+
+  it(
+    `a run over the stream equals ../shared/workload/expected/${SEED1_100K.expected} (${SEED1_100K.name})`,
+    SEED1_100K.options,
+    async (t) => {
+      if (!(await reachable(t, 'NATS', NATS_URL, 4222))) return;
+      const count = await publishWorkload(SEED1_100K.input(), REF_STREAM, REF_SUBJECT);
+      const dir = tempDir('sluice-nats-source-ref-');
+      const run = await sluice([
+        'run',
+        pipelineFromNats(dir, 'whole', REF_STREAM),
+        '--out',
+        join(dir, 'out'),
+      ]);
+      assert.equal(run.code, 0, run.stderr);
+      const cmp = compareWithExpected(SEED1_100K.expected!, join(dir, 'out'));
+      assert.equal(cmp.code, 0, cmp.report);
+      assert.deepEqual(await consumerState('whole', REF_STREAM), {
+        ackFloor: count,
+        delivered: count,
+        ackPending: 0,
+      });
+    },
+  );
 
   it('a missing stream is SLUICE_ERR_CONNECT naming it', async (t) => {
     if (!(await reachable(t, 'NATS', NATS_URL, 4222))) return;

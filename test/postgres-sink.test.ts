@@ -13,7 +13,7 @@ import '../dist/components.js';
 import { registry } from '../dist/core/registry.js';
 import type { Rec } from '../dist/core/types.js';
 import { pgUrlIn } from './cluster-helpers.ts';
-import { paymentsCopy, sluice, tempDir, workloadInput } from './helpers.ts';
+import { paymentsCopy, sampleInput, sluice, tempDir } from './helpers.ts';
 import { postEvents, readLines, startServer, writeServiceConfig } from './serve-helpers.ts';
 import { freePort, freshSchema, haveServices, pgIn } from './services.ts';
 
@@ -197,14 +197,7 @@ describe('sink postgres', () => {
             `    columns: { id: TEXT, ts_ms: INTEGER, amount_usd_micros: NUMERIC, tier: TEXT }\n`,
         ),
       );
-      const run = await sluice([
-        'run',
-        pipeline,
-        '--input',
-        workloadInput(100_000),
-        '--out',
-        join(dir, 'out'),
-      ]);
+      const run = await sluice(['run', pipeline, '--input', sampleInput(100_000), '--out', join(dir, 'out')]);
       assert.equal(run.code, 0, run.stderr);
       const file = readFileSync(join(dir, 'out', 'large.ndjson'), 'utf8')
         .split('\n')
@@ -246,7 +239,7 @@ describe('sink postgres', () => {
       },
       { sinks: { interval: '100ms' } },
     );
-    const lines = readLines(workloadInput(100_000));
+    const lines = readLines(sampleInput(100_000));
     const server = await startServer(config);
     try {
       for (const [tenant, from] of [

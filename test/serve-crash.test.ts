@@ -1,22 +1,21 @@
 /**
- * Crash safety of `sluice serve`: a producer POSTs the payments seed-1 100k input in order, one
+ * Crash safety of `sluice serve`: a producer POSTs the payments sample 100k input in order, one
  * batch at a time, each batch with a stable Idempotency-Key and X-Request-Id, retrying it on
  * connection errors and 5xx until it gets a 202, while the server is SIGKILLed at seeded random
  * moments (every 200 to 800 ms of posting, at most 10 times) and restarted on the same store.
- * The end result still equals shared/workload/expected/seed1-100k exactly, with the dead letters taken from the 202
- * answers and again from GET dead-letters: every acknowledged event is counted once, and nothing
- * else is.
+ * The end result still equals `sluice run` of the same input exactly, with the dead letters taken
+ * from the 202 answers and again from GET dead-letters: every acknowledged event is counted once,
+ * and nothing else is. (serve-workload.test.ts cross-checks serve with ../shared's expected results.)
  */
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { prng } from '../dist/cli/demo.js';
-import { tempDir, workloadInput } from './helpers.ts';
+import { assertSameResults, batchResults, SAMPLE_100K, tempDir } from './helpers.ts';
 import {
   allDeadLetters,
   allWindows,
-  compareWorkload,
   deadFromAnswers,
   deadFromLetters,
   planBatches,
@@ -25,6 +24,7 @@ import {
   writeServiceConfig,
   type Answer,
   type Server,
+  workloadResults,
 } from './serve-helpers.ts';
 
 /** Kills per run: enough to land in every phase, few enough to keep the run short. */
@@ -54,7 +54,7 @@ function restoredOf(output: string): { replayed: number; checkpoint: boolean }[]
 
 const requestId = (b: number): string => `crash-batch-${b}`;
 
-describe('sluice serve under SIGKILL while ingesting (seed-1 100k)', () => {
+describe(`sluice serve under SIGKILL while ingesting (${SAMPLE_100K.name})`, () => {
   const dir = tempDir('sluice-serve-crash-');
   const largeSink = join(dir, 'store', 'outputs', 'acme', PIPELINE, 'large.ndjson');
   // Short intervals so kills land before and after checkpoints, and during sink deliveries.
@@ -79,7 +79,7 @@ describe('sluice serve under SIGKILL while ingesting (seed-1 100k)', () => {
     { timeout: 300_000 },
     async (t) => {
       const random = prng(SEED);
-      const batches = planBatches(readLines(workloadInput(100_000)), random);
+      const batches = planBatches(readLines(SAMPLE_100K.input()), random);
       const runId = `${process.pid}-${Date.now()}`;
       const answers: Answer[] = [];
       const kills: { inFlight: boolean; batch: number }[] = [];
@@ -207,19 +207,20 @@ describe('sluice serve under SIGKILL while ingesting (seed-1 100k)', () => {
       const dead = deadFromAnswers(batches, answers);
       const deadFromApi = deadFromLetters(batches, letters, requestId);
 
-      // The same windows, large and summary with either list of dead letters.
+      // The same windows, large and summary as the batch run, with either list of dead letters.
+      const reference = await batchResults(SAMPLE_100K.input());
       for (const [name, deadList] of [
         ['answers', dead],
         ['api', deadFromApi],
       ] as const) {
-        const { code, report } = compareWorkload(join(dir, `actual-${name}`), {
+        const actual = workloadResults(join(dir, `actual-${name}`), {
           batches,
           answers,
           windows,
           dead: deadList,
           largeSink,
         });
-        assert.equal(code, 0, `dead letters from the ${name}:\n${report}`);
+        assertSameResults(reference, actual, `results with the dead letters from the ${name}`);
       }
     },
   );

@@ -9,7 +9,7 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { gzipSync } from 'node:zlib';
-import { BIN, PAYMENTS, ROOT, compareWithExpected } from './helpers.ts';
+import { BIN, PAYMENTS, ROOT } from './helpers.ts';
 
 export const sha256Hex = (key: string): string => createHash('sha256').update(key).digest('hex');
 
@@ -261,9 +261,10 @@ export interface Batch {
 
 /**
  * Cuts workload lines into consecutive batches of every body type the API takes: NDJSON (LF or
- * CRLF, with or without the last line end), JSON arrays, single JSON objects, some gzip. A JSON
- * array can only hold lines that are JSON, so an array batch stops before the next line that is
- * not; a line that is not JSON but starts like an object sometimes goes alone as a JSON body.
+ * CRLF, with or without the last line end, which an empty last line always keeps), JSON arrays,
+ * single JSON objects, some gzip. A JSON array can only hold lines that are JSON, so an array
+ * batch stops before the next line that is not; a line that is not JSON but starts like an object
+ * sometimes goes alone as a JSON body.
  */
 export function planBatches(lines: Buffer[], random: () => number): Batch[] {
   const isJson = lines.map((l) => {
@@ -293,7 +294,8 @@ export function planBatches(lines: Buffer[], random: () => number): Batch[] {
       const end = crlfEnds ? crlf : nl;
       const parts: Buffer[] = [];
       for (let i = at; i < at + count; i++) parts.push(lines[i]!, end);
-      if (!crlfEnds && random() < 0.5) parts.pop();
+      // Without its line end, an empty last line would be no record at all.
+      if (!crlfEnds && random() < 0.5 && lines[at + count - 1]!.length > 0) parts.pop();
       body = Buffer.concat(parts);
       kind = crlfEnds ? 'ndjson-crlf' : 'ndjson';
       type = random() < 0.5 ? 'application/x-ndjson' : 'application/ndjson';
@@ -364,10 +366,10 @@ export function deadFromLetters(
 
 /**
  * Writes a workload result directory in the comparison format (windows from the API, dead letters
- * as given, large from the sink file, the summary from the answers) and compares it with
- * expected/seed1-100k.
+ * as given, large from the sink file, the summary from the answers); returns it, to compare with a
+ * `sluice run` of the same input ({@link assertSameResults}) or with expected results.
  */
-export function compareWorkload(
+export function workloadResults(
   out: string,
   r: {
     batches: Batch[];
@@ -376,7 +378,7 @@ export function compareWorkload(
     dead: DeadLine[];
     largeSink: string;
   },
-): { code: number | null; report: string } {
+): string {
   const count = (reason: string): number => r.dead.filter((d) => d.reason === reason).length;
   const summary = {
     lines: r.batches.reduce((n, b) => n + b.count, 0),
@@ -388,7 +390,7 @@ export function compareWorkload(
       .split('\n')
       .filter((l) => l !== '').length,
   };
-  return compareResults(out, {
+  return writeResults(out, {
     windows: r.windows,
     dead: r.dead,
     large: readFileSync(r.largeSink, 'utf8'),
@@ -398,12 +400,12 @@ export function compareWorkload(
 
 /**
  * Writes a result directory in the comparison format (window rows without `closed`, dead letters
- * by line, large payments as NDJSON text, the summary) and compares it with expected/seed1-100k.
+ * by line, large payments as NDJSON text, the summary); returns it.
  */
-export function compareResults(
+export function writeResults(
   out: string,
   r: { windows: Record<string, unknown>[]; dead: DeadLine[]; large: string; summary: object },
-): { code: number | null; report: string } {
+): string {
   mkdirSync(out, { recursive: true });
   writeFileSync(
     join(out, 'windows.ndjson'),
@@ -413,5 +415,5 @@ export function compareResults(
   writeFileSync(join(out, 'dead.ndjson'), sorted.map((d) => JSON.stringify(d) + '\n').join(''));
   writeFileSync(join(out, 'large.ndjson'), r.large);
   writeFileSync(join(out, 'summary.json'), JSON.stringify(r.summary, null, 2) + '\n');
-  return compareWithExpected('seed1-100k', out);
+  return out;
 }

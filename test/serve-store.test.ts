@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, describe, it } from 'node:test';
 import Database from 'better-sqlite3';
-import { tempDir, workloadInput } from './helpers.ts';
+import { sampleInput, tempDir } from './helpers.ts';
 import { postEvents, readLines, startServer, writeServiceConfig, type Server } from './serve-helpers.ts';
 
 const KEY = 'sk_store_test';
@@ -29,7 +29,7 @@ describe('sluice serve: the store', () => {
     const config = writeServiceConfig(dir, { acme: { keys: [KEY] } }, { checkpoint: { interval: '200ms' } });
     server = await startServer(config);
     const emptySize = statSync(dbPath).size;
-    const lines = readLines(workloadInput(100000)).slice(0, 3000);
+    const lines = readLines(sampleInput(100_000)).slice(0, 3000);
     let posted = 0;
     for (let i = 0; i < lines.length; i += 100) {
       const res = await postEvents(server, 'payments', KEY, ndjson(lines.slice(i, i + 100)));
@@ -53,7 +53,7 @@ describe('sluice serve: the store', () => {
     } finally {
       db.close();
     }
-    // About 1.2 MB of bodies were written, far below the writer's own 16 MiB auto-checkpoint: only
+    // About 0.9 MB of bodies were written, far below the writer's own 16 MiB auto-checkpoint: only
     // the WAL thread can have moved them into the database file.
     const size = statSync(dbPath).size;
     assert.ok(size > emptySize + 500_000, `the database file grew from ${emptySize} to only ${size} bytes`);

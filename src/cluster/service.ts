@@ -101,7 +101,7 @@ class ClusterPipeline implements PipelineHandle {
   ingest(
     body: LoggedBody & { format: BodyFormat },
     meta: IngestMeta,
-  ): { answer: { queued: number }; durable: Promise<unknown> } {
+  ): Promise<{ answer: { queued: number }; replayed: boolean }> {
     if (body.raw.length > this.shared.maxPayload - HEADER_ROOM)
       throw new SluiceError(
         'SLUICE_ERR_BODY_TOO_LARGE',
@@ -116,10 +116,11 @@ class ClusterPipeline implements PipelineHandle {
       // Found once, here: the owner, which processes every request of the pipeline, reuses them.
       bounds: body.bounds && body.bounds.length <= 2 * BOUNDS_IN_HEADER ? body.bounds : undefined,
     });
-    const durable = this.#publish(body.raw, headers, meta.idempotencyKey).then((ack) =>
-      ack.duplicate ? 'replayed' : undefined,
-    );
-    return { answer: { queued: recordCount(body.body, body.bounds) }, durable };
+    const answer = { queued: recordCount(body.body, body.bounds) };
+    return this.#publish(body.raw, headers, meta.idempotencyKey).then((ack) => ({
+      answer,
+      replayed: ack.duplicate,
+    }));
   }
 
   async #publish(
@@ -474,7 +475,9 @@ export class ClusterService implements ServiceHandle {
     return this.#tenants.get(id);
   }
 
-  noteLogged(): void {}
+  metricsText(): Promise<string> {
+    return this.metrics.registry.metrics();
+  }
 
   /** What each pipeline owner of this instance is doing (for tests and /readyz). */
   owners(): { pipeline: string; status: string; position: number }[] {

@@ -10,7 +10,7 @@ import type { BodyFormat } from '../sources/http/index.ts';
 import type { ServiceConfig, TenantConfig } from './config.ts';
 import type { Metrics } from './metrics.ts';
 import type { Verdict } from './rate-limit.ts';
-import type { IngestAnswer, LoggedBody } from './runtime.ts';
+import type { LoggedBody } from './runtime.ts';
 
 export type ServiceState = 'starting' | 'ready' | 'recovering' | 'draining' | 'stopped';
 
@@ -51,17 +51,20 @@ export interface PipelineHandle {
   readonly key: string;
   readonly spec: { readonly tenant: string; readonly name: string };
   readonly windowed: WindowedOutput[];
-  /** The answer already given to a request with this Idempotency-Key, if the runtime keeps them. */
-  answered(key: string): { answer: IngestAnswer; durable: Promise<void> } | undefined;
   /**
-   * Takes a request body. Synchronous up to the returned promise, so requests are taken in the
-   * order they arrive; `durable` resolves when the 202 may go out ('replayed' when the runtime
-   * recognised a retry of an earlier request).
+   * The answer given to an earlier request with this Idempotency-Key, once that request is durable;
+   * undefined when there was none (or the runtime does not keep them).
+   */
+  answered(key: string): Promise<object> | undefined;
+  /**
+   * Takes a request body. Synchronous up to its first await, so requests are taken in the order
+   * they arrive; resolves when the 202 may go out, `replayed` when the runtime recognised a retry
+   * of an earlier request.
    */
   ingest(
     body: LoggedBody & { format: BodyFormat },
     meta: IngestMeta,
-  ): { answer: object; durable: Promise<unknown> };
+  ): Promise<{ answer: object; replayed: boolean }>;
   windows(q: WindowQuery): Page<[number, string]> | Promise<Page<[number, string]>>;
   deadLetters(q: DeadLetterQuery): Page<number> | Promise<Page<number>>;
   replay(filter: ReplayFilter, meta: IngestMeta): ReplayResult | Promise<ReplayResult>;
@@ -97,6 +100,6 @@ export interface ServiceHandle {
   /** Tracks a request's bytes from arrival to answer; returns the release function. */
   track(bytes: number): () => void;
   tenant(id: string): TenantHandle | undefined;
-  /** Called after each ingest with the body's size. */
-  noteLogged(pipeline: PipelineHandle, bytes: number): void;
+  /** GET /metrics: every metric of the instance, in Prometheus' text format. */
+  metricsText(): Promise<string>;
 }

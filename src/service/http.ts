@@ -244,7 +244,7 @@ export function buildApp(service: ServiceHandle): FastifyInstance {
   });
   app.get('/metrics', async (_req, reply) => {
     reply.type(service.metrics.registry.contentType);
-    return service.metrics.registry.metrics();
+    return service.metricsText();
   });
   app.get('/openapi.json', async () => openApiDocument());
 
@@ -298,8 +298,8 @@ export function buildApp(service: ServiceHandle): FastifyInstance {
         if (idempotencyKey !== undefined) {
           const prior = current.answered(idempotencyKey);
           if (prior) {
-            await prior.durable;
-            return reply.code(202).header('idempotent-replayed', 'true').send(prior.answer);
+            const answer = await prior;
+            return reply.code(202).header('idempotent-replayed', 'true').send(answer);
           }
         }
         const taken = tenant.limiter.take(recordCount(body, bounds), body.length);
@@ -325,17 +325,15 @@ export function buildApp(service: ServiceHandle): FastifyInstance {
           );
         }
         const readAt = performance.now();
-        const { answer, durable } = current.ingest(
+        const { answer, replayed } = await current.ingest(
           { raw, gzip, body, bounds, format },
           { requestId: req.id, receivedMs: Date.now(), idempotencyKey },
         );
-        service.noteLogged(current, raw.length);
-        const outcome = await durable;
         service.metrics.ingestToDurable.observe(
           { tenant: tenant.config.id, pipeline: runtime.spec.name },
           (performance.now() - readAt) / 1000,
         );
-        if (outcome === 'replayed') reply.header('idempotent-replayed', 'true');
+        if (replayed) reply.header('idempotent-replayed', 'true');
         return reply.code(202).send(answer);
       }
     },

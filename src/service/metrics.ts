@@ -15,9 +15,14 @@ const LATENCY_BUCKETS = [
   0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512, 1, 2, 5,
 ];
 
-export function createMetrics() {
+/**
+ * `defaults: false` leaves out the process and Node.js metrics: for a registry whose values are
+ * added to another's (the pipeline thread's, on /metrics), which must count the process once.
+ */
+export function createMetrics(options: { defaults?: boolean } = {}) {
   const registry = new Registry();
-  collectDefaultMetrics({ register: registry, prefix: 'sluice_', eventLoopMonitoringPrecision: 10 });
+  if (options.defaults !== false)
+    collectDefaultMetrics({ register: registry, prefix: 'sluice_', eventLoopMonitoringPrecision: 10 });
   const m = {
     registry,
     received: new Counter({

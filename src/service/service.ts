@@ -1,60 +1,134 @@
 /**
- * `sluice serve`: the long-running service. Owns the store (writer thread + read connection),
- * every tenant's pipelines, the timers that checkpoint and deliver to sinks, and the lifecycle:
- * SIGTERM drains and checkpoints, SIGHUP swaps in a new config without dropping a request.
+ * `sluice serve`, embedded runtime: the HTTP side. This thread answers HTTP and nothing else that
+ * could hold its event loop: authentication, limits, admission and body decoding happen here; the
+ * pipelines, the store and their timers run in the pipeline thread (src/runtime/), which this
+ * thread calls. SIGTERM drains and checkpoints, SIGHUP swaps in a new config without dropping a
+ * request.
  */
 import Database from 'better-sqlite3';
 import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
-import { prepare } from '../core/engine.ts';
+import { AggregatorRegistry } from 'prom-client';
+import type { ResolvedPipeline } from '../core/config.ts';
+import type { WindowedOutput } from '../core/types.ts';
 import { SluiceError } from '../errors.ts';
-import { Committer } from './committer.ts';
-import { fingerprintOf, restartOnly, type ServiceConfig, type TenantConfig } from './config.ts';
-import type { ServiceHandle, ServiceState } from './api.ts';
+import { RuntimeClient, own } from '../runtime/client.ts';
+import { runtimeConfig, type RuntimeState, type WireBody } from '../runtime/protocol.ts';
+import type { BodyFormat } from '../sources/http/index.ts';
 import { Admission } from './admission.ts';
+import type {
+  DeadLetterQuery,
+  IngestMeta,
+  Page,
+  PipelineHandle,
+  ReplayFilter,
+  ReplayResult,
+  ServiceHandle,
+  ServiceState,
+  WindowQuery,
+} from './api.ts';
+import { restartOnly, type ServiceConfig, type TenantConfig } from './config.ts';
 import { buildApp } from './http.ts';
 import { KeyRing } from './keys.ts';
 import { createMetrics, type Metrics } from './metrics.ts';
 import { TenantLimiter } from './rate-limit.ts';
-import { PipelineRuntime, type PipelineSpec, type RuntimeContext } from './runtime.ts';
+import { windowedOutputs, type LoggedBody } from './runtime.ts';
 import { openDatabase } from './store.ts';
 
 export interface Tenant {
   config: TenantConfig;
   limiter: TenantLimiter;
-  pipelines: Map<string, PipelineRuntime>;
+  pipelines: Map<string, EmbeddedPipeline>;
 }
 
 export type { ServiceState };
 
-/** Log a checkpoint early when this much log has built up since the last one. */
-const CHECKPOINT_LOG_BYTES = 64 * 1024 * 1024;
+/** A pipeline as the HTTP API sees it: calls into the pipeline thread. */
+class EmbeddedPipeline implements PipelineHandle {
+  readonly key: string;
+  readonly spec: { tenant: string; name: string };
+  readonly windowed: WindowedOutput[];
+  /** Answers of requests with an Idempotency-Key sent to the pipeline thread and not yet durable. */
+  readonly #pending = new Map<string, Promise<object>>();
+
+  constructor(
+    private readonly client: RuntimeClient,
+    private readonly answerOf: Database.Statement,
+    tenant: string,
+    name: string,
+    pipeline: ResolvedPipeline,
+  ) {
+    this.key = `${tenant}/${name}`;
+    this.spec = { tenant, name };
+    this.windowed = windowedOutputs(pipeline);
+  }
+
+  answered(key: string): Promise<object> | undefined {
+    const pending = this.#pending.get(key);
+    if (pending) return pending;
+    // Committed before its 202, so a request answered once is found here from then on.
+    const row = this.answerOf.get(this.key, key) as { answer: string } | undefined;
+    return row ? Promise.resolve(JSON.parse(row.answer) as object) : undefined;
+  }
+
+  ingest(
+    body: LoggedBody & { format: BodyFormat },
+    meta: IngestMeta,
+  ): Promise<{ answer: object; replayed: boolean }> {
+    const wire: WireBody = body.gzip
+      ? { raw: own(body.raw), gzip: true, body: own(body.body), bounds: body.bounds }
+      : { gzip: false, body: own(body.body), bounds: body.bounds };
+    const answer = this.client.call('ingest', this.key, wire, meta);
+    const key = meta.idempotencyKey;
+    if (key !== undefined) {
+      this.#pending.set(key, answer);
+      const forget = (): void => void this.#pending.delete(key);
+      answer.then(forget, forget);
+    }
+    return answer.then((a) => ({ answer: a, replayed: false }));
+  }
+
+  windows(q: WindowQuery): Promise<Page<[number, string]>> {
+    return this.client.call('windows', this.key, q) as Promise<Page<[number, string]>>;
+  }
+
+  deadLetters(q: DeadLetterQuery): Promise<Page<number>> {
+    return this.client.call('deadLetters', this.key, q) as Promise<Page<number>>;
+  }
+
+  async replay(filter: ReplayFilter, meta: IngestMeta): Promise<ReplayResult> {
+    const { answer, skipped } = await this.client.call('replay', this.key, filter, meta);
+    return { answer, skipped, durable: Promise.resolve() };
+  }
+}
 
 export class Service implements ServiceHandle {
   readonly log: Logger;
   readonly metrics: Metrics;
   config: ServiceConfig;
   #app!: FastifyInstance;
-  #committer!: Committer;
+  #client!: RuntimeClient;
   #db!: Database.Database;
-  #ctx!: RuntimeContext;
+  #answerOf!: Database.Statement;
   #tenants = new Map<string, Tenant>();
   #keys = new KeyRing([]);
-  #seq = 0;
   #timers: NodeJS.Timeout[] = [];
   #state: ServiceState = 'starting';
   readonly #admission = new Admission();
-  #logBytes = new Map<string, number>();
   url = '';
 
-  private constructor(config: ServiceConfig, log: Logger) {
+  private constructor(
+    config: ServiceConfig,
+    log: Logger,
+    private readonly logLevel: string,
+  ) {
     this.config = config;
     this.log = log;
     this.metrics = createMetrics();
   }
 
   static async start(config: ServiceConfig, log: Logger): Promise<Service> {
-    const service = new Service(config, log);
+    const service = new Service(config, log, log.level);
     await service.#start();
     return service;
   }
@@ -65,50 +139,25 @@ export class Service implements ServiceHandle {
 
   async #start(): Promise<void> {
     const { config } = this;
-    try {
-      this.#committer = await Committer.start(config.store.path, {
-        onCommit: (ms, requests) => {
-          this.metrics.commits.observe(ms / 1000);
-          this.metrics.commitRequests.inc(requests);
-        },
-      });
-    } catch (err) {
-      throw new SluiceError(
-        'SLUICE_ERR_SERVICE_START',
-        `cannot open the store ${config.store.path}: ${(err as Error).message}`,
-        { cause: err },
-      );
-    }
-    this.#committer.onFailure((err) => void this.#recoverAll(err));
+    this.#client = await RuntimeClient.start(config, this.logLevel, {
+      state: (state: RuntimeState) => {
+        if (this.#state === 'ready' || this.#state === 'recovering') this.#state = state;
+      },
+      fatal: (err) => {
+        this.log.fatal({ err: err.message, code: err.code }, 'the pipeline thread stopped; stopping');
+        process.exitCode = 1;
+        void this.shutdown();
+      },
+    });
     this.#db = openDatabase(Database, config.store.path, true);
-    const max = this.#db
-      .prepare(
-        'SELECT MAX(s) AS s FROM (SELECT MAX(seq) AS s FROM log UNION ALL SELECT MAX(seq) FROM checkpoints)',
-      )
-      .get() as { s: number | null };
-    this.#seq = max.s ?? 0;
-    this.#ctx = {
-      committer: this.#committer,
-      db: this.#db,
-      metrics: this.metrics,
-      log: this.log,
-      outputsDir: config.outputsDir,
-      nextSeq: () => ++this.#seq,
-      maxBodyBytes: config.limits.bodyBytes,
-      broken: (runtime, err) =>
-        void this.#recoverAll(
-          new SluiceError('SLUICE_ERR_INTERNAL', `pipeline ${runtime.key} failed: ${String(err)}`, {
-            cause: err,
-          }),
-        ),
-    };
-    const tenants = await this.#openTenants(config, undefined);
-    this.#install(config, tenants);
+    this.#answerOf = this.#db.prepare('SELECT answer FROM requests WHERE pipeline = ? AND key = ?');
+    this.#install(config, this.#openTenants(config, undefined));
     this.#app = buildApp(this);
     try {
       this.url = await this.#app.listen({ host: config.listen.host, port: config.listen.port });
     } catch (err) {
-      await this.#committer.close();
+      await this.#client.stop();
+      this.#db.close();
       throw new SluiceError(
         'SLUICE_ERR_SERVICE_START',
         `cannot listen on ${config.listen.host}:${config.listen.port}: ${(err as Error).message}`,
@@ -118,10 +167,7 @@ export class Service implements ServiceHandle {
       );
     }
     this.#timers.push(
-      setInterval(() => void this.checkpointAll(), config.checkpointIntervalMs).unref(),
-      setInterval(() => this.#deliverAll(), config.deliveryIntervalMs).unref(),
       setInterval(() => {
-        this.metrics.queueDepth.set(this.#committer.waiting);
         this.metrics.inFlightBytes.set(this.#admission.bytes);
         this.metrics.inFlightRequests.set(this.#admission.requests);
       }, 1000).unref(),
@@ -129,28 +175,13 @@ export class Service implements ServiceHandle {
     this.#state = 'ready';
   }
 
-  /** Prepares every pipeline (compiles modules, loads tables); nothing is installed yet. */
-  async #openTenants(
-    config: ServiceConfig,
-    previous: Map<string, Tenant> | undefined,
-  ): Promise<Map<string, Tenant>> {
+  /** Every tenant's limiter and pipelines as this thread sees them (a tenant whose limits did not change keeps its buckets). */
+  #openTenants(config: ServiceConfig, previous: Map<string, Tenant> | undefined): Map<string, Tenant> {
     const tenants = new Map<string, Tenant>();
     for (const t of config.tenants) {
-      const pipelines = new Map<string, PipelineRuntime>();
-      for (const [name, pipeline] of t.pipelines) {
-        const fingerprint = fingerprintOf(pipeline);
-        const old = previous?.get(t.id)?.pipelines.get(name);
-        if (old && old.spec.fingerprint === fingerprint) {
-          pipelines.set(name, old);
-          continue;
-        }
-        const spec: PipelineSpec = { tenant: t.id, name, prepared: await prepare(pipeline), fingerprint };
-        const runtime = await PipelineRuntime.prepare(this.#ctx, spec);
-        // A new pipeline (or the first start) continues from the store; a changed one, on reload,
-        // takes over the running state at the moment of the swap.
-        if (!old) await runtime.recover();
-        pipelines.set(name, runtime);
-      }
+      const pipelines = new Map<string, EmbeddedPipeline>();
+      for (const [name, pipeline] of t.pipelines)
+        pipelines.set(name, new EmbeddedPipeline(this.#client, this.#answerOf, t.id, name, pipeline));
       const oldTenant = previous?.get(t.id);
       const sameLimits = oldTenant && JSON.stringify(oldTenant.config.limits) === JSON.stringify(t.limits);
       tenants.set(t.id, {
@@ -191,48 +222,18 @@ export class Service implements ServiceHandle {
     return this.#admission.track(bytes);
   }
 
-  /** Called after each ingest: checkpoints early when much log built up. */
-  noteLogged(runtime: PipelineRuntime, bytes: number): void {
-    const total = (this.#logBytes.get(runtime.key) ?? 0) + bytes;
-    if (total < CHECKPOINT_LOG_BYTES) {
-      this.#logBytes.set(runtime.key, total);
-      return;
-    }
-    this.#logBytes.set(runtime.key, 0);
-    void runtime.checkpoint().catch(() => {});
-  }
-
-  async checkpointAll(): Promise<void> {
-    if (this.#state !== 'ready' && this.#state !== 'draining') return;
-    const now = Date.now();
-    const { retentionMs } = this.config.store;
-    const pending: Promise<void>[] = [
-      this.#committer.commit((ops) => {
-        ops.trimRequestsBefore = now - this.config.idempotencyRetentionMs;
-        if (retentionMs !== undefined) ops.trimStoreBefore = now - retentionMs;
-      }),
-    ];
-    for (const t of this.#tenants.values())
-      for (const r of t.pipelines.values()) {
-        this.#logBytes.set(r.key, 0);
-        pending.push(r.checkpoint());
-      }
-    try {
-      await Promise.all(pending);
-    } catch (err) {
-      this.log.error({ err }, 'checkpoint failed');
-    }
-  }
-
-  #deliverAll(): void {
-    if (this.#state !== 'ready') return;
-    for (const t of this.#tenants.values()) for (const r of t.pipelines.values()) void r.deliver();
+  async metricsText(): Promise<string> {
+    // The pipeline thread counts what the pipelines did; this thread, requests and the process.
+    const threads = [await this.metrics.registry.getMetricsAsJSON(), await this.#client.call('metrics')];
+    return AggregatorRegistry.aggregate(
+      threads as Parameters<typeof AggregatorRegistry.aggregate>[0],
+    ).metrics();
   }
 
   /**
-   * SIGHUP: reads the config again and swaps it in. Pipelines whose files did not change keep
-   * running untouched; changed ones take over the running state in one synchronous step, so no
-   * request sees a half-swapped service. A config that does not load changes nothing.
+   * SIGHUP: reads the config again and swaps it in. The pipeline thread swaps its pipelines first
+   * (unchanged ones keep running untouched, changed ones take over the running state); only then
+   * does this thread install the new keys and limits. A config that does not load changes nothing.
    */
   async reload(load: () => ServiceConfig): Promise<boolean> {
     if (this.#state !== 'ready') {
@@ -240,7 +241,7 @@ export class Service implements ServiceHandle {
       return false;
     }
     let next: ServiceConfig;
-    let tenants: Map<string, Tenant>;
+    let swapped: { replaced: string[]; retired: string[] };
     try {
       next = load();
       if (
@@ -257,7 +258,7 @@ export class Service implements ServiceHandle {
           { settings: fixed },
           'these settings change only on a restart; the running values stay',
         );
-      tenants = await this.#openTenants(next, this.#tenants);
+      swapped = await this.#client.call('reload', runtimeConfig(next));
     } catch (err) {
       this.log.error(
         { err: err instanceof SluiceError ? err.toJSON() : err },
@@ -265,68 +266,9 @@ export class Service implements ServiceHandle {
       );
       return false;
     }
-    const replaced: PipelineRuntime[] = [];
-    const retired: PipelineRuntime[] = [];
-    for (const [id, t] of this.#tenants)
-      for (const [name, old] of t.pipelines) {
-        const now = tenants.get(id)?.pipelines.get(name);
-        if (!now) retired.push(old);
-        else if (now !== old) replaced.push(old);
-      }
-    await Promise.all([...replaced, ...retired].map((r) => r.close()));
-    // From here to #install nothing awaits: requests see the old config or the new one.
-    try {
-      for (const [id, t] of tenants)
-        for (const [name, runtime] of t.pipelines) {
-          const old = this.#tenants.get(id)?.pipelines.get(name);
-          if (old && old !== runtime) runtime.takeOver(old);
-        }
-    } catch (err) {
-      this.log.error(
-        { err: err instanceof SluiceError ? err.toJSON() : err },
-        'reload refused; the running config stays',
-      );
-      for (const r of [...replaced, ...retired]) r.resume();
-      return false;
-    }
-    this.#install(next, tenants);
-    for (const t of tenants.values())
-      for (const r of t.pipelines.values()) if (r.dirty) void r.checkpoint().catch(() => {});
-    for (const r of retired) void r.checkpoint().catch(() => {});
-    this.log.info(
-      {
-        replaced: replaced.map((r) => r.key),
-        retired: retired.map((r) => r.key),
-        tenants: [...tenants.keys()],
-      },
-      'config reloaded',
-    );
+    this.#install(next, this.#openTenants(next, this.#tenants));
+    this.log.info({ ...swapped, tenants: next.tenants.map((t) => t.id) }, 'config reloaded');
     return true;
-  }
-
-  /**
-   * After a failed commit or a pipeline bug: every pipeline is rebuilt from what the store holds
-   * (requests meanwhile get 503).
-   */
-  async #recoverAll(err: SluiceError): Promise<void> {
-    if (this.#state !== 'ready') return;
-    this.#state = 'recovering';
-    this.log.error({ err: err.message, code: err.code }, 'rebuilding pipeline state from the store');
-    try {
-      for (const t of this.#tenants.values())
-        for (const [name, old] of t.pipelines) {
-          await old.close();
-          const runtime = await PipelineRuntime.prepare(this.#ctx, old.spec);
-          await runtime.recover();
-          t.pipelines.set(name, runtime);
-        }
-      this.#state = 'ready';
-      this.log.info('pipeline state rebuilt from the store');
-    } catch (e) {
-      this.log.fatal({ err: e }, 'cannot rebuild pipeline state; stopping');
-      process.exitCode = 1;
-      await this.shutdown();
-    }
   }
 
   tenant(id: string): Tenant | undefined {
@@ -342,8 +284,8 @@ export class Service implements ServiceHandle {
   }
 
   /**
-   * Graceful stop: refuse new requests, let in-flight ones finish (each waits for its commit),
-   * checkpoint every pipeline, deliver to sinks, close the store.
+   * Graceful stop: refuse new requests, let in-flight ones finish (each waits for its commit), then
+   * the pipeline thread checkpoints every pipeline, delivers to sinks and closes the store.
    */
   async shutdown(): Promise<void> {
     if (this.#state === 'draining' || this.#state === 'stopped') return;
@@ -359,9 +301,12 @@ export class Service implements ServiceHandle {
     } finally {
       clearInterval(closer);
     }
-    await this.checkpointAll();
-    for (const t of this.#tenants.values()) for (const r of t.pipelines.values()) await r.close();
-    await this.#committer.close();
+    try {
+      await this.#client.stop();
+    } catch (err) {
+      process.exitCode = 1;
+      this.log.error({ err }, 'the pipeline thread did not stop cleanly');
+    }
     this.#db.close();
     this.#state = 'stopped';
     this.log.info({ ms: Math.round(performance.now() - started) }, 'stopped');

@@ -1,0 +1,61 @@
+/**
+ * Messages between the HTTP thread and the pipeline thread of the embedded runtime. The HTTP thread
+ * only calls; the pipeline thread answers every call once (a value or an error) and reports changes
+ * of its state on its own. Everything here is structured-cloneable.
+ */
+import type { SerializedError } from '../core/protocol.ts';
+import type { ServiceConfig } from '../service/config.ts';
+import type { DeadLetterQuery, IngestMeta, ReplayFilter, WindowQuery } from '../service/api.ts';
+
+/** The service config as the pipeline thread gets it: no API keys, which it never needs. */
+export type RuntimeConfig = Omit<ServiceConfig, 'tenants' | 'demoKey'> & {
+  tenants: (Omit<ServiceConfig['tenants'][number], 'keyHashes'> & { keyHashes: [] })[];
+};
+
+export function runtimeConfig(config: ServiceConfig): RuntimeConfig {
+  const { demoKey: _demoKey, ...rest } = config;
+  return { ...rest, tenants: config.tenants.map((t) => ({ ...t, keyHashes: [] })) };
+}
+
+/** A decoded request body; `raw` is omitted when it is the body itself (not gzip). */
+export interface WireBody {
+  raw?: Uint8Array;
+  gzip: boolean;
+  body: Uint8Array;
+  bounds: Int32Array | null;
+}
+
+/** The calls, by name: arguments and the value answered. */
+export interface Calls {
+  ingest: { args: [pipeline: string, body: WireBody, meta: IngestMeta]; value: object };
+  windows: { args: [pipeline: string, q: WindowQuery]; value: unknown };
+  deadLetters: { args: [pipeline: string, q: DeadLetterQuery]; value: unknown };
+  replay: {
+    args: [pipeline: string, filter: ReplayFilter, meta: IngestMeta];
+    value: { answer: object; skipped: { id: number; reason: string }[] };
+  };
+  reload: { args: [config: RuntimeConfig]; value: { replaced: string[]; retired: string[] } };
+  checkpoint: { args: []; value: void };
+  metrics: { args: []; value: object[] };
+  shutdown: { args: []; value: void };
+}
+
+export type CallName = keyof Calls;
+
+export type ToRuntime = { t: 'call'; id: number; name: CallName; args: unknown[] };
+
+export type RuntimeState = 'ready' | 'recovering';
+
+export type FromRuntime =
+  | { t: 'started' }
+  | { t: 'start-failed'; error: SerializedError }
+  | { t: 'value'; id: number; value: unknown }
+  | { t: 'error'; id: number; error: SerializedError }
+  | { t: 'state'; state: RuntimeState }
+  /** The thread cannot go on (its state could not be rebuilt): the service must stop. */
+  | { t: 'fatal'; error: SerializedError };
+
+export interface RuntimeWorkerData {
+  config: RuntimeConfig;
+  logLevel: string;
+}
