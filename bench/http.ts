@@ -317,6 +317,13 @@ async function counters(url: string): Promise<Record<string, number>> {
   };
   sums.lag_p99 = lag('p99') ?? NaN;
   sums.lag_max = lag('max') ?? NaN;
+  // Group commits: how many, how many requests each, how long each transaction took.
+  const one = (re: RegExp): number => Number(re.exec(text)?.[1] ?? NaN);
+  sums.commits = one(/^sluice_store_commit_seconds_count(?:\{[^}]*\})? (\S+)$/m);
+  sums.commit_s = one(/^sluice_store_commit_seconds_sum(?:\{[^}]*\})? (\S+)$/m);
+  for (const m of text.matchAll(/^sluice_thread_busy_seconds_total\{thread="([\w-]+)"\} (\S+)$/gm))
+    sums[`busy_${m[1]}`] = Number(m[2]);
+  sums.committed_requests = one(/^sluice_store_committed_requests_total(?:\{[^}]*\})? (\S+)$/m);
   return sums;
 }
 
@@ -836,7 +843,12 @@ for (const r of rows) {
   const part = (n: number | undefined): string =>
     `${int(n ?? 0)} (${received ? (((n ?? 0) / received) * 100).toFixed(1) : '0'}%)`;
   out.push(
-    `- ${r.name}: ${int(received)} events received, accepted ${part(c.events_accepted)}, duplicates ${part(c.events_duplicate)}, dead letters ${part(c.events_dead)}; event-loop delay p99 ${ms((c.lag_p99 ?? NaN) * 1000)} ms, max ${ms((c.lag_max ?? NaN) * 1000)} ms over the server's life (start-up included); ${r.notes.join('; ')}.`,
+    `- ${r.name}: ${int(received)} events received, accepted ${part(c.events_accepted)}, duplicates ${part(c.events_duplicate)}, dead letters ${part(c.events_dead)}; event-loop delay p99 ${ms((c.lag_p99 ?? NaN) * 1000)} ms, max ${ms((c.lag_max ?? NaN) * 1000)} ms over the server's life (start-up included); ${int(c.commits ?? NaN)} group commits of ${(c.committed_requests! / c.commits!).toFixed(1)} requests on average, ${ms((c.commit_s! / c.commits!) * 1000)} ms each; busy time over its life: ${Object.keys(
+      c,
+    )
+      .filter((k) => k.startsWith('busy_'))
+      .map((k) => `${k.slice(5)} thread ${c[k]!.toFixed(1)} s`)
+      .join(', ')}; ${r.notes.join('; ')}.`,
   );
 }
 

@@ -679,6 +679,14 @@ describe('sluice serve: the HTTP gateway', { timeout: 120_000 }, () => {
       'sluice_in_flight_bytes',
     ])
       assert.match(text, new RegExp(`^${name} \\d`, 'm'), `/metrics has no ${name}`);
+    // Every thread that works on requests reports its busy time, and each has done some by now.
+    for (const thread of ['http', 'pipeline', 'store-writer']) {
+      const m = new RegExp(`^sluice_thread_busy_seconds_total\\{thread="${thread}"\\} (\\S+)$`, 'm').exec(
+        text,
+      );
+      assert.ok(m, `/metrics has no busy time of the ${thread} thread`);
+      assert.ok(Number(m[1]) > 0, `the ${thread} thread was never busy: ${m[0]}`);
+    }
   });
 
   it('/metrics is valid Prometheus text with per-tenant, per-pipeline counts', async () => {

@@ -799,8 +799,12 @@ describe('sluice serve: lifecycle', { timeout: 120_000 }, () => {
       );
       assert.ok((statuses[503] ?? 0) > 0 && (statuses[202] ?? 0) > 0, JSON.stringify(statuses));
       assert.equal((await counts(server, key)).get('p9'), ids.length, 'the events are counted once');
+      // What the accepted bodies leave behind is mostly the allocator's: glibc keeps freed 4 MB
+      // blocks in its arenas, one per thread that touched them (HTTP, pipeline, store writer). It
+      // grew the RSS by 94–129 MB with one thread, 115–150 MB with the pipeline on a thread of its
+      // own (docs/benchmarks.md). Reading the refused bodies would add about 200 MB on top.
       assert.ok(
-        rssAfter - rssBefore < 128 * MB,
+        rssAfter - rssBefore < 192 * MB,
         `RSS grew by ${Math.round((rssAfter - rssBefore) / MB)} MB (${Math.round(rssBefore / MB)} → ${Math.round(rssAfter / MB)} MB) while ${Math.round(sent / MB)} MB were offered, 48 × ${Math.round(big.length / MB)} MB at a time`,
       );
       assertStopped(await terminate(server));

@@ -1,7 +1,7 @@
 /**
- * The HTTP thread's side of the embedded runtime: starts the pipeline thread and calls it. A call
- * is one message each way; requests are sent in the order they were read, and the pipeline thread
- * works them in that order.
+ * The HTTP thread's side of the embedded runtime: starts the pipeline thread and calls it. Calls
+ * made in one turn of the event loop go as one message (protocol.ts says why), in the order they
+ * were made, and the pipeline thread works them in that order.
  */
 import { Worker } from 'node:worker_threads';
 import { deserializeError } from '../core/protocol.ts';
@@ -9,12 +9,15 @@ import { SluiceError } from '../errors.ts';
 import type { ServiceConfig } from '../service/config.ts';
 import {
   runtimeConfig,
+  type Answer,
+  type Call,
   type CallName,
   type Calls,
   type FromRuntime,
   type RuntimeState,
   type RuntimeWorkerData,
   type ToRuntime,
+  type WireBody,
 } from './protocol.ts';
 
 export interface ClientEvents {
@@ -28,6 +31,11 @@ export class RuntimeClient {
   readonly #pending = new Map<number, { resolve(v: unknown): void; reject(e: unknown): void }>();
   #nextId = 1;
   #stopped = false;
+  /** Calls not sent yet, the buffers they move to the pipeline thread, and the bodies to pack. */
+  #outbox: Call[] = [];
+  #transfer: ArrayBuffer[] = [];
+  #small: { wire: WireBody; part: 'raw' | 'body' }[] = [];
+  #smallBytes = 0;
 
   private constructor(worker: Worker) {
     this.#worker = worker;
@@ -56,8 +64,8 @@ export class RuntimeClient {
           case 'fatal':
             events.fatal(deserializeError(m.error));
             return;
-          default:
-            client.#settle(m);
+          case 'answers':
+            for (const a of m.answers) client.#settle(a);
         }
       });
       const died = (message: string): void => {
@@ -78,16 +86,66 @@ export class RuntimeClient {
     const done = new Promise<Calls[N]['value']>((resolve, reject) =>
       this.#pending.set(id, { resolve: resolve as (v: unknown) => void, reject }),
     );
-    this.#worker.postMessage({ t: 'call', id, name, args } satisfies ToRuntime, transferables(name, args));
+    if (this.#outbox.length === 0) setImmediate(this.#flush);
+    this.#outbox.push({ id, name, args });
+    if (name === 'ingest') this.#move((args as Calls['ingest']['args'])[1]);
     return done;
   }
 
-  #settle(m: Extract<FromRuntime, { t: 'value' | 'error' }>): void {
-    const p = this.#pending.get(m.id);
+  /**
+   * Ingest bodies are moved, not copied, to the pipeline thread: the HTTP thread no longer reads them
+   * after. Moving an ArrayBuffer costs ~2.8 µs (measured, 8 bodies a message: 3.6 µs a request moved
+   * one by one, 1.5 µs copied into one buffer moved once), so small bodies are packed into one
+   * buffer per message; a large one, already in a buffer of its own, is moved as it is.
+   */
+  #move(wire: WireBody): void {
+    for (const part of ['raw', 'body'] as const) {
+      const bytes = wire[part];
+      if (!bytes || (part === 'raw' && bytes === wire.body)) continue;
+      if (bytes.byteLength < PACK_BELOW) {
+        this.#small.push({ wire, part });
+        this.#smallBytes += bytes.byteLength;
+      } else {
+        const moved = own(bytes);
+        wire[part] = moved;
+        if (!this.#transfer.includes(moved.buffer as ArrayBuffer))
+          this.#transfer.push(moved.buffer as ArrayBuffer);
+      }
+    }
+  }
+
+  /** Copies the small bodies of this message into one buffer, each part a view of it. */
+  #pack(): void {
+    if (this.#small.length === 0) return;
+    const packed = new Uint8Array(this.#smallBytes);
+    let at = 0;
+    for (const { wire, part } of this.#small) {
+      const bytes = wire[part]!;
+      packed.set(bytes, at);
+      wire[part] = packed.subarray(at, at + bytes.byteLength);
+      at += bytes.byteLength;
+    }
+    this.#transfer.push(packed.buffer);
+    this.#small = [];
+    this.#smallBytes = 0;
+  }
+
+  /** Sends the calls of this turn, after every request read in it (setImmediate runs after I/O). */
+  readonly #flush = (): void => {
+    this.#pack();
+    const calls = this.#outbox;
+    const transfer = this.#transfer;
+    this.#outbox = [];
+    this.#transfer = [];
+    this.#worker.postMessage({ t: 'calls', calls } satisfies ToRuntime, transfer);
+  };
+
+  #settle(a: Answer): void {
+    const p = this.#pending.get(a.id);
     if (!p) return;
-    this.#pending.delete(m.id);
-    if (m.t === 'value') p.resolve(m.value);
-    else p.reject(deserializeError(m.error));
+    this.#pending.delete(a.id);
+    if (a.error === undefined) p.resolve(a.value);
+    else p.reject(deserializeError(a.error));
   }
 
   #failAll(err: SluiceError): void {
@@ -107,20 +165,17 @@ export class RuntimeClient {
   }
 }
 
-/**
- * A body as the pipeline thread should get it: in an ArrayBuffer of its own, so that it can be moved
- * rather than copied (structured clone would copy the whole 8 KiB pool slab of a small Buffer).
- */
-export function own(buf: Buffer): Uint8Array {
-  return buf.byteOffset === 0 && buf.buffer.byteLength === buf.byteLength ? buf : new Uint8Array(buf);
-}
+/** Bodies smaller than this are copied into the message's packed buffer. */
+const PACK_BELOW = 16 * 1024;
 
-/** Ingest bodies are moved to the pipeline thread: the HTTP thread no longer reads them after. */
-function transferables(name: CallName, args: unknown[]): ArrayBuffer[] {
-  if (name !== 'ingest') return [];
-  const wire = args[1] as Calls['ingest']['args'][1];
-  const list: ArrayBuffer[] = [];
-  for (const part of [wire.raw, wire.body])
-    if (part && part.buffer instanceof ArrayBuffer && !list.includes(part.buffer)) list.push(part.buffer);
-  return list;
+/**
+ * Bytes in an ArrayBuffer of their own, so that they can be moved rather than copied (structured
+ * clone would copy the whole 8 KiB pool slab of a small Buffer).
+ */
+function own(bytes: Uint8Array): Uint8Array {
+  return bytes.byteOffset === 0 &&
+    bytes.buffer.byteLength === bytes.byteLength &&
+    bytes.buffer instanceof ArrayBuffer
+    ? bytes
+    : new Uint8Array(bytes);
 }

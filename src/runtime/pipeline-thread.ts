@@ -3,6 +3,7 @@
  * message at a time and in the order they arrive, so requests are processed (and logged) in the
  * order the HTTP thread read them.
  */
+import { performance } from 'node:perf_hooks';
 import { parentPort, workerData } from 'node:worker_threads';
 import { pino } from 'pino';
 import '../components.ts';
@@ -10,14 +11,32 @@ import { serializeError } from '../core/protocol.ts';
 import { SluiceError } from '../errors.ts';
 import { createMetrics } from '../service/metrics.ts';
 import { EmbeddedRuntime } from './embedded.ts';
-import type { CallName, FromRuntime, RuntimeWorkerData, ToRuntime } from './protocol.ts';
+import type { Answer, Call, CallName, FromRuntime, RuntimeWorkerData, ToRuntime } from './protocol.ts';
 
 const port = parentPort!;
 const { config, logLevel } = workerData as RuntimeWorkerData;
 const log = pino({ level: logLevel, base: { service: 'sluice' } });
 // Counters of what the pipelines did; the HTTP thread adds them to its own on /metrics.
 const metrics = createMetrics({ defaults: false });
-const post = (m: FromRuntime): void => port.postMessage(m);
+metrics.watchThread('pipeline', () => performance.eventLoopUtilization());
+
+/** Answers not sent yet: those of one turn of the event loop go as one message (protocol.ts). */
+let answers: Answer[] = [];
+let closing = false;
+const flush = (): void => {
+  if (answers.length > 0) port.postMessage({ t: 'answers', answers } satisfies FromRuntime);
+  answers = [];
+  if (closing) port.close();
+};
+function answer(a: Answer): void {
+  if (answers.length === 0) setImmediate(flush);
+  answers.push(a);
+}
+/** Other messages go at once, after the answers already due, so the HTTP thread sees them in order. */
+const post = (m: FromRuntime): void => {
+  flush();
+  port.postMessage(m);
+};
 
 /** Anything thrown that is not one of ours is a bug: answered as an internal error. */
 function asSluice(err: unknown): SluiceError {
@@ -52,25 +71,29 @@ const calls: Record<CallName, (...args: never[]) => unknown> = {
   metrics: () => metrics.registry.getMetricsAsJSON(),
   shutdown: async () => {
     await runtime.shutdown();
-    // The answer is the last message: nothing runs here after it.
-    setImmediate(() => port.close());
+    // Its answer is the last message: the port closes once it has gone.
+    closing = true;
   },
 };
 
-port.on('message', (m: ToRuntime) => {
+function dispatch(c: Call): void {
   let result: unknown;
   try {
-    // Synchronous up to the first await of each call: the order of messages is the order of work.
-    result = (calls[m.name] as (...args: unknown[]) => unknown)(...m.args);
+    // Synchronous up to the first await of each call: the order of calls is the order of work.
+    result = (calls[c.name] as (...args: unknown[]) => unknown)(...c.args);
   } catch (err) {
-    post({ t: 'error', id: m.id, error: serializeError(asSluice(err)) });
+    answer({ id: c.id, error: serializeError(asSluice(err)) });
     return;
   }
   if (result instanceof Promise)
     result.then(
-      (value: unknown) => post({ t: 'value', id: m.id, value }),
-      (err: unknown) => post({ t: 'error', id: m.id, error: serializeError(asSluice(err)) }),
+      (value: unknown) => answer({ id: c.id, value }),
+      (err: unknown) => answer({ id: c.id, error: serializeError(asSluice(err)) }),
     );
-  else post({ t: 'value', id: m.id, value: result });
+  else answer({ id: c.id, value: result });
+}
+
+port.on('message', (m: ToRuntime) => {
+  for (const c of m.calls) dispatch(c);
 });
 post({ t: 'started' });

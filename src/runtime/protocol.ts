@@ -42,15 +42,29 @@ export interface Calls {
 
 export type CallName = keyof Calls;
 
-export type ToRuntime = { t: 'call'; id: number; name: CallName; args: unknown[] };
+export interface Call {
+  id: number;
+  name: CallName;
+  args: unknown[];
+}
+
+export type Answer =
+  { id: number; value: unknown; error?: undefined } | { id: number; error: SerializedError };
+
+/**
+ * Calls and answers travel in batches, one message per turn of the sender's event loop: a message
+ * costs ~10 µs on each side whatever it carries (measured at 8k single-event requests/s, one
+ * message per call: 1.3 s of postMessage per 110k requests on the HTTP thread, 1.1 s on the
+ * pipeline thread), so one per request was the biggest cost after HTTP itself.
+ */
+export type ToRuntime = { t: 'calls'; calls: Call[] };
 
 export type RuntimeState = 'ready' | 'recovering';
 
 export type FromRuntime =
   | { t: 'started' }
   | { t: 'start-failed'; error: SerializedError }
-  | { t: 'value'; id: number; value: unknown }
-  | { t: 'error'; id: number; error: SerializedError }
+  | { t: 'answers'; answers: Answer[] }
   | { t: 'state'; state: RuntimeState }
   /** The thread cannot go on (its state could not be rebuilt): the service must stop. */
   | { t: 'fatal'; error: SerializedError };

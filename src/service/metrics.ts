@@ -3,6 +3,7 @@
  * several services in one process). Label sets stay small: tenant, pipeline, and a reason, sink or
  * route; never anything from a request body.
  */
+import { performance, type EventLoopUtilization } from 'node:perf_hooks';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { DEAD_OUTPUT } from '../core/config.ts';
 import type { ChunkResult } from '../core/stream.ts';
@@ -23,8 +24,30 @@ export function createMetrics(options: { defaults?: boolean } = {}) {
   const registry = new Registry();
   if (options.defaults !== false)
     collectDefaultMetrics({ register: registry, prefix: 'sluice_', eventLoopMonitoringPrecision: 10 });
+  const threads: { name: string; utilization: () => EventLoopUtilization; counted: number }[] = [];
   const m = {
     registry,
+    /**
+     * Counts a thread's busy time (its event loop's, from `eventLoopUtilization`) under `thread`.
+     * The event loop lag of the default metrics is the HTTP thread's only; this shows which thread
+     * of the service is the one that is full.
+     */
+    watchThread(name: string, utilization: () => EventLoopUtilization): void {
+      threads.push({ name, utilization, counted: 0 });
+    },
+    threadBusy: new Counter({
+      name: 'sluice_thread_busy_seconds_total',
+      help: "Time a thread of the service spent working rather than waiting for work (its event loop's utilization); rate() is the share of a core it uses.",
+      labelNames: ['thread'],
+      registers: [registry],
+      collect() {
+        for (const t of threads) {
+          const active = t.utilization().active / 1000;
+          if (active > t.counted) this.inc({ thread: t.name }, active - t.counted);
+          t.counted = active;
+        }
+      },
+    }),
     received: new Counter({
       name: 'sluice_events_received_total',
       help: 'Events received in accepted requests (every record of the body, good or bad).',
@@ -127,6 +150,7 @@ export function createMetrics(options: { defaults?: boolean } = {}) {
       registers: [registry],
     }),
   };
+  if (options.defaults !== false) m.watchThread('http', () => performance.eventLoopUtilization());
   return m;
 }
 

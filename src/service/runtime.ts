@@ -48,6 +48,12 @@ export interface LoggedBody {
   /** The decoded body the pipeline reads. */
   body: Buffer;
   bounds: Int32Array | null;
+  /**
+   * `raw`'s ArrayBuffer was moved here from the HTTP thread for this request (or for the requests
+   * of one message, all logged in the same group) and nothing reads it once logged: the group commit
+   * moves it on to the writer rather than copying it.
+   */
+  movable?: boolean;
 }
 
 export interface RuntimeContext {
@@ -221,6 +227,7 @@ export class PipelineRuntime {
         bounds: body.bounds
           ? new Uint8Array(body.bounds.buffer, body.bounds.byteOffset, body.bounds.byteLength)
           : null,
+        movable: body.movable,
       });
       this.#addResults(ops, result, meta);
       if (meta.idempotencyKey !== undefined)

@@ -12,7 +12,7 @@ import { AggregatorRegistry } from 'prom-client';
 import type { ResolvedPipeline } from '../core/config.ts';
 import type { WindowedOutput } from '../core/types.ts';
 import { SluiceError } from '../errors.ts';
-import { RuntimeClient, own } from '../runtime/client.ts';
+import { RuntimeClient } from '../runtime/client.ts';
 import { runtimeConfig, type RuntimeState, type WireBody } from '../runtime/protocol.ts';
 import type { BodyFormat } from '../sources/http/index.ts';
 import { Admission } from './admission.ts';
@@ -76,8 +76,8 @@ class EmbeddedPipeline implements PipelineHandle {
     meta: IngestMeta,
   ): Promise<{ answer: object; replayed: boolean }> {
     const wire: WireBody = body.gzip
-      ? { raw: own(body.raw), gzip: true, body: own(body.body), bounds: body.bounds }
-      : { gzip: false, body: own(body.body), bounds: body.bounds };
+      ? { raw: body.raw, gzip: true, body: body.body, bounds: body.bounds }
+      : { gzip: false, body: body.body, bounds: body.bounds };
     const answer = this.client.call('ingest', this.key, wire, meta);
     const key = meta.idempotencyKey;
     if (key !== undefined) {

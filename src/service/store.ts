@@ -90,6 +90,8 @@ export interface LogRow {
   body: Uint8Array;
   /** Record boundaries for JSON bodies (Int32 pairs as bytes); null for NDJSON. */
   bounds: Uint8Array | null;
+  /** `body`'s ArrayBuffer may be moved to the writer thread (see LoggedBody.movable). */
+  movable?: boolean;
 }
 
 export interface DeadRow {
