@@ -22,6 +22,11 @@ export const ERRORS = {
     title: 'Invalid command line',
     hint: 'Run `sluice --help` or `sluice <command> --help` for the options.',
   },
+  SLUICE_ERR_KEY_INVALID: {
+    category: 'usage',
+    title: '`sluice keys hash` read no key, or more than one word',
+    hint: 'Pipe exactly one key into it, e.g. `sluice keys hash < key.txt`; a key is one word without spaces.',
+  },
   SLUICE_ERR_CONFIG_NOT_FOUND: {
     category: 'config',
     title: 'Pipeline file not found',
@@ -107,6 +112,11 @@ export const ERRORS = {
     title: 'The service could not start',
     hint: 'Read the message: usually the listen address is taken or the store directory is not writable.',
   },
+  SLUICE_ERR_STORE_LOCKED: {
+    category: 'runtime',
+    title: 'Another service is running on this store',
+    hint: 'Stop the process the message names, or give this service a store of its own (`store.path`, or `--data` without a config). A killed process leaves no lock behind: there is nothing to delete.',
+  },
   SLUICE_ERR_STORE: {
     category: 'runtime',
     title: 'The store could not be read or written',
@@ -142,6 +152,12 @@ export const ERRORS = {
     title: 'The request body is larger than the limit',
     status: 413,
     hint: 'Split the events into several requests below `limits.body_bytes` (after decompression too).',
+  },
+  SLUICE_ERR_BODY_TIMEOUT: {
+    category: 'request',
+    title: 'The request body did not arrive in time',
+    status: 408,
+    hint: 'Send the whole body within 30 s of its start; split large uploads into smaller requests.',
   },
   SLUICE_ERR_UNSUPPORTED_MEDIA_TYPE: {
     category: 'request',

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { relative } from 'node:path';
-import { loadPipeline, type ResolvedPipeline } from '../core/config.ts';
+import { loadPipeline, readConfigFile, type ResolvedPipeline } from '../core/config.ts';
+import { fieldWarnings } from '../core/field-check.ts';
 import { newerSchema, SCHEMA_VERSION, schemaVersion } from '../cluster/migrations.ts';
 import { checkSinks } from '../cluster/service.ts';
 import { SluiceError } from '../errors.ts';
@@ -16,6 +17,8 @@ import { deserializeError, type SerializedError } from '../core/protocol.ts';
 /**
  * Validates without running: the config against its schema, then what only building reveals
  * (schemas compile, modules compile and export their functions, tables load, columns exist).
+ * Fields that steps read but no record can have are warnings, on standard error; the exit code
+ * stays 0.
  */
 export async function checkCommand(file: string): Promise<number> {
   if (isServiceConfig(file)) return checkService(file);
@@ -27,8 +30,34 @@ export async function checkCommand(file: string): Promise<number> {
     `  tables: ${prepared.tables.map((t) => `${t.name} (${t.rows} rows)`).join(', ') || 'none'}`,
     `  sinks: ${pipeline.sinks.map((s) => `${s.id} ← ${s.input} (${s.type})`).join(', ')}`,
   ];
+  const warnings = warn([pipeline]);
+  if (warnings > 0) out.push(`  ${warnings} warning${warnings > 1 ? 's' : ''} (on standard error)`);
   process.stdout.write(out.join('\n') + '\n');
   return 0;
+}
+
+/** Writes the pipelines' field warnings to standard error, each file once; returns how many. */
+function warn(pipelines: ResolvedPipeline[]): number {
+  const files = new Set<string>();
+  let count = 0;
+  for (const pipeline of pipelines) {
+    if (files.has(pipeline.file)) continue;
+    files.add(pipeline.file);
+    const warnings = fieldWarnings(pipeline);
+    if (warnings.length === 0) continue;
+    const shown = relative(process.cwd(), pipeline.file) || pipeline.file;
+    const { locate } = readConfigFile(shown, { what: 'pipeline file', shape: 'a mapping' });
+    for (const w of warnings) {
+      const loc = locate.at(w.at);
+      const lines = [`warning: ${w.message}`];
+      lines.push(`  --> ${loc.file}${loc.line === undefined ? '' : `:${loc.line}:${loc.column ?? 1}`}`);
+      if (loc.path) lines.push(`  at: ${loc.path}`);
+      lines.push(`  help: ${w.hint}`);
+      process.stderr.write(lines.join('\n') + '\n');
+      count++;
+    }
+  }
+  return count;
 }
 
 /** A service config names tenants; a pipeline never does. */
@@ -51,14 +80,18 @@ async function checkService(file: string): Promise<number> {
       ? `  listen ${config.listen.host}:${config.listen.port}, runtime cluster (instance ${runtime.instance})`
       : `  listen ${config.listen.host}:${config.listen.port}, store ${config.store.path}`,
   );
+  const pipelines: ResolvedPipeline[] = [];
   for (const t of config.tenants) {
     for (const [name, pipeline] of t.pipelines) {
       if (runtime.type === 'cluster') checkSinks(pipeline.sinks, runtime, `${t.id}/${name}`);
       await build(pipeline);
+      pipelines.push(pipeline);
       lines.push(`  tenant ${t.id}: pipeline ${name} (${pipeline.steps.map((s) => s.id).join(' → ')})`);
     }
   }
   if (runtime.type === 'cluster') lines.push(...(await checkConnections(runtime)));
+  const warnings = warn(pipelines);
+  if (warnings > 0) lines.push(`  ${warnings} warning${warnings > 1 ? 's' : ''} (on standard error)`);
   process.stdout.write(lines.join('\n') + '\n');
   return 0;
 }

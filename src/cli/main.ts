@@ -11,6 +11,7 @@ import { checkCommand } from './check.ts';
 import { testCommand } from './test.ts';
 import { demoCommand } from './demo.ts';
 import { serveCommand } from './serve.ts';
+import { keysHashCommand, keysNewCommand } from './keys.ts';
 import { pipelineSchema } from '../core/schema.ts';
 
 const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as {
@@ -45,13 +46,16 @@ function byteSize(value: string): number {
   return Number(m[1]) * (unit.startsWith('k') ? 1024 : unit.startsWith('m') ? 1024 * 1024 : 1);
 }
 
-export async function main(argv: string[]): Promise<number> {
+/**
+ * Every command and its options (test/readme.test.ts checks the README's commands against it); an
+ * action hands its exit code to `exit`.
+ */
+export function commandLine(exit: (code: number) => void): Command {
   const program = new Command();
-  let code: number = EXIT.ok;
   const action =
     <A extends unknown[]>(fn: (...args: A) => Promise<number>) =>
     async (...args: A): Promise<void> => {
-      code = await fn(...args);
+      exit(await fn(...args));
     };
 
   program
@@ -131,6 +135,26 @@ export async function main(argv: string[]): Promise<number> {
     .option('-o, --out <dir>', 'directory for the sample and the results', 'out/demo')
     .action(action(demoCommand));
 
+  const keys = program
+    .command('keys')
+    .description('Make API keys for the service config, which keeps only their SHA-256.');
+  keys
+    .command('new')
+    .description("Print a new random API key, once, with its SHA-256 and the line for a tenant's api_keys.")
+    .option('--name <name>', "what the key is for (the api_keys entry's name)")
+    .option('--json', 'print {key, sha256, api_key} as JSON on stdout')
+    .action(action(keysNewCommand));
+  keys
+    .command('hash')
+    .description('Print the SHA-256 of a key read from standard input (so it stays out of shell history).')
+    .action(action(keysHashCommand));
+
+  return program;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  let code: number = EXIT.ok;
+  const program = commandLine((c) => (code = c));
   try {
     await program.parseAsync(argv, { from: 'user' });
     return code;

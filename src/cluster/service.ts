@@ -459,16 +459,16 @@ export class ClusterService implements ServiceHandle {
     return id === undefined ? undefined : this.#tenants.get(id);
   }
 
-  admit(bytes: number): SluiceError | undefined {
+  admit(bytes: number, tenant: string): SluiceError | undefined {
     if (this.#state === 'draining' || this.#state === 'stopped')
       return new SluiceError('SLUICE_ERR_SHUTTING_DOWN', 'the service is shutting down');
     if (!this.#natsUp)
       return new SluiceError('SLUICE_ERR_UNAVAILABLE', 'NATS is unreachable; requests cannot be stored');
-    return this.#admission.admit(this.config.limits, bytes);
+    return this.#admission.admit(this.config.limits, bytes, tenant, this.#tenants.size);
   }
 
-  track(bytes: number): () => void {
-    return this.#admission.track(bytes);
+  track(bytes: number, tenant: string): () => void {
+    return this.#admission.track(bytes, tenant);
   }
 
   tenant(id: string): TenantHandle | undefined {

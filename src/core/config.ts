@@ -87,7 +87,8 @@ function editDistance(a: string, b: string): number {
   return dp[b.length]!;
 }
 
-function closest(word: string, candidates: readonly string[]): string | undefined {
+/** The candidate nearest to a misspelt word, if one is near enough. */
+export function closest(word: string, candidates: readonly string[]): string | undefined {
   let best: string | undefined;
   let bestDistance = Infinity;
   for (const c of candidates) {

@@ -2,6 +2,7 @@
  * The one registry of components, by kind and name. The core looks components up here and knows
  * nothing else about them; src/components.ts is the single place that registers the built-ins.
  */
+import type { FieldRead, KnownFields } from './field-check.ts';
 import type { SinkSpec, SourceSpec, TransformSpec } from './types.ts';
 
 /** What a component may add about its config beyond its interface. */
@@ -17,6 +18,14 @@ export interface ComponentExtras<C = unknown> {
    * The loader reports a problem at the option's line and column.
    */
   check?(config: C): ConfigProblem | undefined;
+  /**
+   * For `sluice check`'s field warnings (field-check.ts): the fields records are known to have
+   * after this step, from those known before it (undefined: not known). A step without it may add
+   * any field, so fields read after it are not checked.
+   */
+  knownFields?(config: C, before: KnownFields | undefined): KnownFields | undefined;
+  /** Fields the step reads from every record, for `sluice check` to look for in `knownFields`. */
+  readsFields?(config: C): FieldRead[];
 }
 
 export interface ConfigProblem {

@@ -74,6 +74,7 @@ export class EmbeddedRuntime {
         },
       });
     } catch (err) {
+      if (err instanceof SluiceError && err.code === 'SLUICE_ERR_STORE_LOCKED') throw err;
       throw new SluiceError(
         'SLUICE_ERR_SERVICE_START',
         `cannot open the store ${config.store.path}: ${(err as Error).message}`,

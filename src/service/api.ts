@@ -95,10 +95,10 @@ export interface ServiceHandle {
   /** For GET /readyz: whether this instance should get traffic, and what to say about it. */
   readiness(): Promise<{ ready: boolean; body: Record<string, unknown> }>;
   authenticate(authorization: string | undefined): TenantHandle | undefined;
-  /** Whether a new ingest request may start; otherwise the error to answer with. */
-  admit(bytes: number): SluiceError | undefined;
-  /** Tracks a request's bytes from arrival to answer; returns the release function. */
-  track(bytes: number): () => void;
+  /** Whether a new ingest request of an authenticated tenant may start; otherwise the error to answer with. */
+  admit(bytes: number, tenant: string): SluiceError | undefined;
+  /** Tracks a tenant's request and its bytes from arrival to answer; returns the release function. */
+  track(bytes: number, tenant: string): () => void;
   tenant(id: string): TenantHandle | undefined;
   /** GET /metrics: every metric of the instance, in Prometheus' text format. */
   metricsText(): Promise<string>;

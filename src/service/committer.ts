@@ -6,7 +6,7 @@
  */
 import type { EventLoopUtilization } from 'node:perf_hooks';
 import { Worker } from 'node:worker_threads';
-import { SluiceError } from '../errors.ts';
+import { SluiceError, type ErrorCode } from '../errors.ts';
 import { emptyOps, type CommitOps } from './store.ts';
 import type { FromWriter, ToWriter } from './writer-thread.ts';
 
@@ -38,7 +38,15 @@ export class Committer {
     this.#worker = worker;
     this.#open = this.#newGroup();
     worker.on('message', (m: FromWriter) => this.#onMessage(m));
-    worker.on('error', (err) => this.#onWriterDeath(err.message));
+    // A second service on this store: the writer's SLUICE_ERR_STORE_LOCKED, with its code.
+    worker.on('error', (err) =>
+      this.#onWriterDeath(
+        err.message,
+        (err as { code?: unknown }).code === 'SLUICE_ERR_STORE_LOCKED'
+          ? 'SLUICE_ERR_STORE_LOCKED'
+          : undefined,
+      ),
+    );
     worker.on('exit', (code) => {
       if (!this.#closed) this.#onWriterDeath(`the store writer exited (code ${code})`);
     });
@@ -134,10 +142,10 @@ export class Committer {
     this.#failed?.(err);
   }
 
-  #onWriterDeath(message: string): void {
+  #onWriterDeath(message: string, code: ErrorCode = 'SLUICE_ERR_STORE'): void {
     if (this.#closed) return;
     this.#closed = true;
-    const err = new SluiceError('SLUICE_ERR_STORE', message);
+    const err = new SluiceError(code, message);
     for (const w of [...(this.#inFlight?.waiters ?? []), ...this.#open.waiters]) w.reject(err);
     this.#inFlight = undefined;
     this.#failed?.(err);

@@ -120,9 +120,22 @@ function readBody(
   const chunks: Buffer[] = [];
   let size = 0;
   let finished = false;
+  // Node's own requestTimeout did not cut a body that stalled once its headers were in (measured:
+  // still open after 45 s with requestTimeout 30 s), so the deadline is kept here.
+  const deadline = setTimeout(
+    () =>
+      finish(
+        new SluiceError(
+          'SLUICE_ERR_BODY_TIMEOUT',
+          `the body did not arrive within ${BODY_DEADLINE_MS / 1000} s (${size} bytes came)`,
+        ),
+      ),
+    BODY_DEADLINE_MS,
+  );
   const finish = (err: Error | null, body?: Buffer): void => {
     if (finished) return;
     finished = true;
+    clearTimeout(deadline);
     done(err, body);
   };
   payload.on('data', (chunk: Buffer) => {
@@ -145,6 +158,9 @@ function readBody(
   });
   payload.on('error', (err: Error) => finish(err));
 }
+
+/** A request body must have arrived this long after it started (docs/operations.md). */
+const BODY_DEADLINE_MS = 30_000;
 
 /** The Idempotency-Key header: 1 to 255 visible ASCII characters, or none. */
 function idempotencyKeyOf(req: FastifyRequest): string | undefined {
@@ -169,8 +185,11 @@ export function buildApp(service: ServiceHandle): FastifyInstance {
     genReqId: () => randomUUID(),
     // While draining, the routes answer 503 problem documents themselves (with Retry-After).
     return503OnClosing: false,
-    // A client that trickles its body cannot hold a request (or a shutdown) open for long.
+    // A client that trickles its headers cannot hold a request (or a shutdown) open for long; its
+    // body has a deadline of its own (readBody). Node checks every connectionsCheckingInterval
+    // (30 s by default, so up to 60 s went by): once a second.
     requestTimeout: 30_000,
+    http: { connectionsCheckingInterval: 1_000 },
     forceCloseConnections: 'idle',
   });
 
@@ -204,6 +223,8 @@ export function buildApp(service: ServiceHandle): FastifyInstance {
     else if (status === 503) req.log.warn({ code: err.code, reqId: req.id }, err.message);
     else req.log.debug({ code: err.code, reqId: req.id }, err.message);
     service.metrics.rejectedRequests.inc({ tenant: req.tenant?.config.id ?? '', code: err.code });
+    // The rest of a late body is not waited for: the connection goes with the answer.
+    if (err.code === 'SLUICE_ERR_BODY_TIMEOUT') reply.header('connection', 'close');
     if (
       err.code === 'SLUICE_ERR_OVERLOADED' ||
       err.code === 'SLUICE_ERR_SHUTTING_DOWN' ||
@@ -249,17 +270,20 @@ export function buildApp(service: ServiceHandle): FastifyInstance {
   app.get('/openapi.json', async () => openApiDocument());
 
   /**
-   * Refuses early, before the body is read, when the service is behind or stopping; otherwise
+   * Before the body is read: authenticates and finds the pipeline (401 and 404 cost nothing of the
+   * budgets), refuses when the service or the tenant's share of it is full, or stopping; otherwise
    * counts the body against limits.in_flight_bytes from now until the answer, so bodies being
    * uploaded are bounded too. A body without Content-Length counts as the largest allowed.
    */
   const admitIngest = async (req: FastifyRequest): Promise<void> => {
+    pipelineOf(req);
+    const tenant = req.tenant!.config.id;
     const length = Number(req.headers['content-length']);
     const declared =
       Number.isFinite(length) && length >= 0 ? Math.min(length, limits.bodyBytes) : limits.bodyBytes;
-    const refusal = service.admit(declared);
+    const refusal = service.admit(declared, tenant);
     if (refusal) throw refusal;
-    req.release = service.track(declared);
+    req.release = service.track(declared, tenant);
   };
   const release = async (req: FastifyRequest): Promise<void> => req.release?.();
   app.addHook('onResponse', release);

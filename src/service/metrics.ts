@@ -22,8 +22,13 @@ const LATENCY_BUCKETS = [
  */
 export function createMetrics(options: { defaults?: boolean } = {}) {
   const registry = new Registry();
-  if (options.defaults !== false)
+  if (options.defaults !== false) {
     collectDefaultMetrics({ register: registry, prefix: 'sluice_', eventLoopMonitoringPrecision: 10 });
+    // These gauges end in `_total`, which Prometheus keeps for counters (`promtool check metrics`
+    // flags them). Each is the sum of the gauge of the same name without `_total`, by `type`.
+    for (const kind of ['handles', 'requests', 'resources'])
+      registry.removeSingleMetric(`sluice_nodejs_active_${kind}_total`);
+  }
   const threads: { name: string; utilization: () => EventLoopUtilization; counted: number }[] = [];
   const m = {
     registry,

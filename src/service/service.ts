@@ -206,7 +206,7 @@ export class Service implements ServiceHandle {
   }
 
   /** Whether a new ingest request may start; otherwise the error to answer with. */
-  admit(bytes: number): SluiceError | undefined {
+  admit(bytes: number, tenant: string): SluiceError | undefined {
     if (this.#state === 'draining' || this.#state === 'stopped')
       return new SluiceError('SLUICE_ERR_SHUTTING_DOWN', 'the service is shutting down');
     if (this.#state !== 'ready')
@@ -214,12 +214,12 @@ export class Service implements ServiceHandle {
         'SLUICE_ERR_OVERLOADED',
         'the service is restoring pipeline state after a store error',
       );
-    return this.#admission.admit(this.config.limits, bytes);
+    return this.#admission.admit(this.config.limits, bytes, tenant, this.#tenants.size);
   }
 
   /** Tracks a request's bytes from arrival to answer; returns the release function. */
-  track(bytes: number): () => void {
-    return this.#admission.track(bytes);
+  track(bytes: number, tenant: string): () => void {
+    return this.#admission.track(bytes, tenant);
   }
 
   async metricsText(): Promise<string> {

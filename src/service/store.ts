@@ -1,7 +1,7 @@
 /**
  * The service's store: one SQLite file in WAL mode. The writer thread (writer-thread.ts) owns the
- * only write connection; the main thread reads through its own read-only connection, which WAL
- * lets run beside the writer.
+ * only write connection, under a lock that keeps a second service off the store (store-lock.ts);
+ * the main thread reads through its own read-only connection, which WAL lets run beside the writer.
  *
  * Tables, all keyed by pipeline (`tenant/pipeline`):
  * - `log`: every request body that was processed, in processing order, until a checkpoint covers

@@ -6,6 +6,7 @@
 import { once } from 'node:events';
 import { parentPort, Worker, workerData } from 'node:worker_threads';
 import Database from 'better-sqlite3';
+import { lockStore } from './store-lock.ts';
 import { openDatabase, type CommitOps } from './store.ts';
 
 export type ToWriter = { t: 'commit'; id: number; ops: CommitOps } | { t: 'close' };
@@ -14,7 +15,15 @@ export type FromWriter =
 
 const port = parentPort!;
 const path = (workerData as { path: string }).path;
-const db = openDatabase(Database, path, false);
+// Before anything is written: a second service on this store stops here (SLUICE_ERR_STORE_LOCKED).
+const lock = lockStore(Database, path);
+let db: Database.Database;
+try {
+  db = openDatabase(Database, path, false);
+} catch (err) {
+  lock.release();
+  throw err;
+}
 // The copying is wal-thread.ts's; this commit-time threshold only bounds the WAL file (16 MiB).
 db.pragma('wal_autocheckpoint = 4096');
 const walThread = new Worker(new URL('./wal-thread.js', import.meta.url), { workerData: { path } });
@@ -101,6 +110,7 @@ port.on('message', (msg: ToWriter) => {
       : Promise.race([once(walThread, 'message'), once(walThread, 'exit')]);
     void walClosed.then(() => {
       db.close();
+      lock.release();
       port.postMessage({ t: 'closed' } satisfies FromWriter);
     });
     return;

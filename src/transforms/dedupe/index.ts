@@ -101,10 +101,13 @@ class DedupeStep implements OrderedStep {
     return { text, ends, hashes, times };
   }
 
-  describe(outcome: number): string {
+  describe(outcome: number, record: Rec): string {
     if (outcome === NO_TIME)
       return `dedupe time field ${this.#timeField} is missing, or is not epoch milliseconds or an RFC 3339 time`;
-    return outcome === NO_KEY ? `dedupe key ${this.#fields.join(', ')} is missing or null` : 'duplicate';
+    if (outcome !== NO_KEY) return 'duplicate';
+    if (this.#fields.length === 1) return `dedupe key ${this.#fields[0]} is missing or null`;
+    const missing = this.#fields.filter((_, i) => this.#readers[i]!(record) == null);
+    return `dedupe key field${missing.length > 1 ? 's' : ''} ${missing.join(', ')} ${missing.length > 1 ? 'are' : 'is'} missing or null (key: ${this.#fields.join(', ')})`;
   }
 }
 
@@ -210,6 +213,15 @@ export const dedupeTransform: TransformSpec<DedupeConfig> & ComponentExtras<Dedu
         hint: 'Write durations like 24h, 30m or 7d.',
       };
     return undefined;
+  },
+  knownFields: (_config, before) => before,
+  readsFields: (config) => {
+    const without = 'becomes an `invalid` dead letter at this step';
+    const keys = Array.isArray(config.key)
+      ? config.key.map((field, i) => ({ option: ['key', i], field, without }))
+      : [{ option: ['key'], field: config.key, without }];
+    if (config.within === undefined || config.time_field === undefined) return keys;
+    return [...keys, { option: ['time_field'], field: config.time_field, without }];
   },
   create: (config) => new DedupeStep(config),
   sequencer: (config) =>

@@ -69,6 +69,7 @@ export const filterTransform: TransformSpec<FilterConfig> & ComponentExtras<Filt
   }),
   modules: (config) => conditionModules(config.condition),
   outputs: (config) => (config.rejected_output ? [config.rejected_output] : []),
+  knownFields: (_config, before) => before,
   create: (config, env) =>
     new FilterStep(compileCondition(config.condition, env), `dropped.${env.stepId}`, config.rejected_output),
 };

@@ -4,6 +4,8 @@
  */
 import type { Table } from '../../core/tables.ts';
 import { fieldReader } from '../../core/fields.ts';
+import { mergeFields } from '../../core/field-check.ts';
+import type { ComponentExtras } from '../../core/registry.ts';
 import { SluiceError } from '../../errors.ts';
 import type { Batch, MapStep, Rec, StepContext, TransformSpec } from '../../core/types.ts';
 
@@ -92,7 +94,7 @@ class LookupStep implements MapStep {
   }
 }
 
-export const lookupTransform: TransformSpec<LookupConfig> = {
+export const lookupTransform: TransformSpec<LookupConfig> & ComponentExtras<LookupConfig> = {
   type: 'lookup',
   description: 'Sets record fields from a lookup table row found by a key field.',
   schema: {
@@ -119,5 +121,18 @@ export const lookupTransform: TransformSpec<LookupConfig> = {
     },
   },
   tables: (config) => [config.table],
+  knownFields: (config, before) =>
+    before && mergeFields(before, Object.fromEntries(Object.keys(config.fields).map((f) => [f, true]))),
+  readsFields: (config) => [
+    {
+      option: ['key'],
+      field: config.key,
+      without: {
+        default: 'gets the default values',
+        drop: 'is dropped',
+        dead: 'becomes a `missing` dead letter',
+      }[config.on_missing ?? 'default'],
+    },
+  ],
   create: (config, env) => new LookupStep(config, env.tables[config.table]!, env.stepId),
 };

@@ -78,6 +78,7 @@ export const routeTransform: TransformSpec<RouteConfig> & ComponentExtras<RouteC
   }),
   modules: (config) => Object.values(config.routes).flatMap((c) => conditionModules(c)),
   outputs: (config) => Object.keys(config.routes),
+  knownFields: (_config, before) => before,
   create: (config, env) => {
     const names = Object.keys(config.routes);
     return new RouteStep(

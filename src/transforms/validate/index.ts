@@ -8,6 +8,8 @@ import { Ajv2020, type ErrorObject, type ValidateFunction } from 'ajv/dist/2020.
 import addFormatsModule from 'ajv-formats';
 import { parse as parseYaml } from 'yaml';
 import { SluiceError } from '../../errors.ts';
+import { mergeFields, type KnownFields } from '../../core/field-check.ts';
+import type { ComponentExtras } from '../../core/registry.ts';
 import type { Batch, MapStep, Rec, StepContext, TransformSpec } from '../../core/types.ts';
 
 // ajv-formats is CommonJS; under NodeNext its default import is the module object.
@@ -88,6 +90,40 @@ export function describeError(e: ErrorObject): { detail: string; pointer: string
   }
 }
 
+/** Keywords through which a record may hold fields that `properties` does not name. */
+const OPEN_KEYWORDS = [
+  '$ref',
+  '$dynamicRef',
+  'allOf',
+  'anyOf',
+  'oneOf',
+  'if',
+  'then',
+  'else',
+  'dependentSchemas',
+  'patternProperties',
+];
+
+/**
+ * The fields a schema names in `properties` (nested ones too), or undefined where it cannot say:
+ * no `properties`, other fields allowed in so many words (`additionalProperties` or
+ * `unevaluatedProperties` other than false), or schemas combined. An object schema without
+ * `additionalProperties` lets other fields pass, but names the ones it expects: enough for
+ * `sluice check` to warn.
+ */
+export function declaredFields(schema: unknown): KnownFields | undefined {
+  if (schema === null || typeof schema !== 'object' || Array.isArray(schema)) return undefined;
+  const s = schema as Record<string, unknown>;
+  const properties = s.properties;
+  if (properties === null || typeof properties !== 'object' || Array.isArray(properties)) return undefined;
+  for (const open of ['additionalProperties', 'unevaluatedProperties'])
+    if (s[open] !== undefined && s[open] !== false) return undefined;
+  if (OPEN_KEYWORDS.some((k) => k in s)) return undefined;
+  const known: Record<string, KnownFields | true> = {};
+  for (const [name, inner] of Object.entries(properties)) known[name] = declaredFields(inner) ?? true;
+  return known;
+}
+
 class ValidateStep implements MapStep {
   readonly kind = 'map';
   readonly #validate: ValidateFunction;
@@ -116,7 +152,7 @@ class ValidateStep implements MapStep {
   }
 }
 
-export const validateTransform: TransformSpec<ValidateConfig> & { paths: string[] } = {
+export const validateTransform: TransformSpec<ValidateConfig> & ComponentExtras<ValidateConfig> = {
   type: 'validate',
   description:
     'Validates records against a JSON Schema (2020-12); failures become dead letters with pointer, keyword and message.',
@@ -136,6 +172,13 @@ export const validateTransform: TransformSpec<ValidateConfig> & { paths: string[
         description: 'Dead-letter reason for records that fail.',
       },
     },
+  },
+  knownFields: (config, before) => {
+    const { schema } = loadSchema(config.schema);
+    const declared = declaredFields(schema);
+    if (!declared) return undefined;
+    // Without `additionalProperties: false`, the fields known before pass too.
+    return before && schema.additionalProperties !== false ? mergeFields(before, declared) : declared;
   },
   create: (config) => new ValidateStep(config),
 };

@@ -400,6 +400,30 @@ export const windowTransform: TransformSpec<WindowConfig> & ComponentExtras<Wind
     },
   },
   outputs: (config, stepId) => [config.output ?? stepId],
+  knownFields: (_config, before) => before,
+  readsFields: (config) => [
+    {
+      option: ['time_field'],
+      field: config.time_field,
+      without: 'becomes an `invalid` dead letter at this step',
+    },
+    ...(config.group_by ?? []).map((field, i) => ({
+      option: ['group_by', i],
+      field,
+      without: 'is counted in the row where this field is null',
+    })),
+    ...Object.entries(config.metrics).flatMap(([name, metric]) =>
+      'field' in metric
+        ? [
+            {
+              option: ['metrics', name, 'field'],
+              field: metric.field,
+              without: `adds nothing to metric ${name}`,
+            },
+          ]
+        : [],
+    ),
+  ],
   windowed: (config, stepId) => ({
     output: config.output ?? stepId,
     startField: config.start_field ?? 'window_start',
