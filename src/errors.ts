@@ -153,6 +153,12 @@ export const ERRORS = {
     status: 413,
     hint: 'Split the events into several requests below `limits.body_bytes` (after decompression too).',
   },
+  SLUICE_ERR_TOO_MANY_RECORDS: {
+    category: 'request',
+    title: 'The request body holds more records than the limit',
+    status: 413,
+    hint: 'Split the events into several requests of at most `limits.body_records` records (NDJSON lines count, blank ones too).',
+  },
   SLUICE_ERR_BODY_TIMEOUT: {
     category: 'request',
     title: 'The request body did not arrive in time',

@@ -117,3 +117,50 @@ describe('sluice serve: admission', { timeout: 60_000 }, () => {
     assert.equal(res.status, 202, JSON.stringify(res.body));
   });
 });
+
+describe('sluice serve: records per body', { timeout: 60_000 }, () => {
+  let server: Server;
+  const event = [...sampleEvents(50)].find((l) => l.startsWith('{') && l.includes('"payment'))!;
+
+  before(async () => {
+    server = await startServer(
+      writeServiceConfig(
+        tempDir('sluice-records-'),
+        { a: { keys: [KEYS.a] } },
+        { limits: { body_records: 1000 } },
+      ),
+    );
+  });
+  after(async () => server?.stop());
+
+  it('a body of more than limits.body_records records gets 413 before any is processed', async () => {
+    const cases: [string, string, string][] = [
+      [
+        'a JSON array of 1,001 empty objects',
+        '[' + Array(1001).fill('{}').join(',') + ']',
+        'application/json',
+      ],
+      ['1,001 blank NDJSON lines', '\n'.repeat(1001), 'application/x-ndjson'],
+      ['1,001 events', (event + '\n').repeat(1001), 'application/x-ndjson'],
+    ];
+    for (const [what, body, type] of cases) {
+      const res = await postEvents(server, 'payments', KEYS.a, body, { 'content-type': type });
+      assert.equal(res.status, 413, `${what}: ${JSON.stringify(res.body)}`);
+      const problem = res.body as { code: string; detail: string };
+      assert.equal(problem.code, 'SLUICE_ERR_TOO_MANY_RECORDS', what);
+      assert.match(problem.detail, /1001 records, more than limits\.body_records \(1000\)/, what);
+    }
+    // Nothing of them was processed: no dead letter for the blank lines or the empty objects.
+    const dead = await fetch(`${server.url}/v1/pipelines/payments/dead-letters`, {
+      headers: { authorization: `Bearer ${KEYS.a}` },
+    });
+    assert.deepEqual(((await dead.json()) as { items: unknown[] }).items, []);
+  });
+
+  it('a body of exactly limits.body_records records is taken', async () => {
+    const res = await postEvents(server, 'payments', KEYS.a, '[' + Array(1000).fill(event).join(',') + ']', {
+      'content-type': 'application/json',
+    });
+    assert.equal(res.status, 202, JSON.stringify(res.body));
+  });
+});

@@ -53,6 +53,8 @@ export interface ServiceConfig {
   outputsDir: string;
   limits: {
     bodyBytes: number;
+    /** Most records (array elements or NDJSON lines) in one body. */
+    bodyRecords: number;
     inFlightBytes: number;
     inFlightRequests: number;
   };
@@ -205,6 +207,13 @@ export const serviceSchema = {
           default: 10485760,
           description: 'Largest request body, after decompression too (413 above).',
         },
+        body_records: {
+          type: 'integer',
+          minimum: 1,
+          default: 100000,
+          description:
+            'Most records in one request body: JSON array elements, or NDJSON lines, blank ones included (413 above).',
+        },
         in_flight_bytes: {
           type: 'integer',
           minimum: 1048576,
@@ -316,7 +325,12 @@ interface RawService {
   listen?: { host?: string; port?: number };
   store?: { path?: string; retention?: string | number };
   outputs?: string;
-  limits?: { body_bytes?: number; in_flight_bytes?: number; in_flight_requests?: number };
+  limits?: {
+    body_bytes?: number;
+    body_records?: number;
+    in_flight_bytes?: number;
+    in_flight_requests?: number;
+  };
   checkpoint?: { interval?: string | number };
   idempotency?: { retention?: string | number };
   sinks?: { interval?: string | number };
@@ -435,6 +449,7 @@ function resolveService(raw: RawService, file: string | undefined, base: string)
     outputsDir: raw.outputs ? rel(raw.outputs) : join(dirname(storePath), 'outputs'),
     limits: {
       bodyBytes,
+      bodyRecords: raw.limits?.body_records ?? 100_000,
       inFlightBytes,
       inFlightRequests: raw.limits?.in_flight_requests ?? 4096,
     },

@@ -312,6 +312,14 @@ export function buildApp(service: ServiceHandle): FastifyInstance {
         const gzip = encoding !== 'identity';
         const body = gzip ? await inflate(raw, limits.bodyBytes) : raw;
         const bounds = format === 'json' ? await jsonBounds(body) : null;
+        const records = recordCount(body, bounds);
+        // Bounded before any record is parsed: what a body costs grows with its records, not only
+        // its bytes (3 MB of `[{},{},…]` took 25 s and 2.7 GB to process and answer).
+        if (records > limits.bodyRecords)
+          throw new SluiceError(
+            'SLUICE_ERR_TOO_MANY_RECORDS',
+            `the body holds ${records} records, more than limits.body_records (${limits.bodyRecords})`,
+          );
         // A reload may have swapped the tenant and its pipelines while the body was decoded:
         // ingest into the live ones, never into a replaced pipeline whose state was handed over.
         const tenant = service.tenant(req.tenant!.config.id);
@@ -326,7 +334,7 @@ export function buildApp(service: ServiceHandle): FastifyInstance {
             return reply.code(202).header('idempotent-replayed', 'true').send(answer);
           }
         }
-        const taken = tenant.limiter.take(recordCount(body, bounds), body.length);
+        const taken = tenant.limiter.take(records, body.length);
         // Awaited only when the limiter is remote (Redis): a local verdict keeps this path
         // synchronous, which the idempotency check above relies on.
         const verdict = taken instanceof Promise ? await taken : taken;
