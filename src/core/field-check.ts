@@ -11,20 +11,9 @@
 import type { PathSegment, ResolvedPipeline } from './config.ts';
 import { closest } from './config.ts';
 import { registry } from './registry.ts';
+import type { FieldRead, KnownFields } from './types.ts';
 
-/** Fields records are known to have: each maps to the fields known inside it, or `true` for anything. */
-export interface KnownFields {
-  readonly [name: string]: KnownFields | true;
-}
-
-/** A field a step reads from every record. */
-export interface FieldRead {
-  /** The option naming it, below the step: `['key', 2]`, `['metrics', 'total', 'field']`. */
-  option: PathSegment[];
-  field: string;
-  /** What a record without it comes to, for the warning: "becomes an `invalid` dead letter". */
-  without: string;
-}
+export type { FieldRead, KnownFields };
 
 export interface FieldWarning {
   /** Where the field is named: `['steps', 2, 'key', 2]`. */

@@ -2,8 +2,7 @@
  * The one registry of components, by kind and name. The core looks components up here and knows
  * nothing else about them; src/components.ts is the single place that registers the built-ins.
  */
-import type { FieldRead, KnownFields } from './field-check.ts';
-import type { SinkSpec, SourceSpec, TransformSpec } from './types.ts';
+import type { FieldRead, KnownFields, SinkSpec, SourceSpec, TransformSpec } from './types.ts';
 
 /** What a component may add about its config beyond its interface. */
 export interface ComponentExtras<C = unknown> {

@@ -247,3 +247,20 @@ export interface SinkSpec<C> {
   /** Human-readable place the sink writes to, for summaries. */
   describe?(config: C, env: SinkEnv): string;
 }
+
+/**
+ * Fields records are known to have (`sluice check`'s field warnings, core/field-check.ts): each maps
+ * to the fields known inside it, or `true` for anything.
+ */
+export interface KnownFields {
+  readonly [name: string]: KnownFields | true;
+}
+
+/** A field a step reads from every record. */
+export interface FieldRead {
+  /** The option naming it, below the step: `['key', 2]`, `['metrics', 'total', 'field']`. */
+  option: (string | number)[];
+  field: string;
+  /** What a record without it comes to, for the warning: "becomes an `invalid` dead letter". */
+  without: string;
+}
