@@ -159,6 +159,12 @@ export const ERRORS = {
     status: 413,
     hint: 'Split the events into several requests of at most `limits.body_records` records (NDJSON lines count, blank ones too).',
   },
+  SLUICE_ERR_CLIENT_ABORTED: {
+    category: 'request',
+    title: 'The client closed the connection before its body was complete',
+    status: 400,
+    hint: 'Nothing to do on the service: the request was not processed, and the client, gone, sees no answer. Many of them mean producers time out too early or a proxy cuts uploads.',
+  },
   SLUICE_ERR_BODY_TIMEOUT: {
     category: 'request',
     title: 'The request body did not arrive in time',

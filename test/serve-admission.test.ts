@@ -104,6 +104,29 @@ describe('sluice serve: admission', { timeout: 60_000 }, () => {
     assert.equal(again.status, 202, JSON.stringify(again.body));
   });
 
+  it('a client that hangs up mid-body is counted as SLUICE_ERR_CLIENT_ABORTED, not as an internal error', async () => {
+    const rejected = async (code: string): Promise<number> => {
+      const text = await (await fetch(`${server.url}/metrics`)).text();
+      const m = new RegExp(`^sluice_http_rejected_total\\{tenant="a",code="${code}"\\} (\\S+)$`, 'm').exec(
+        text,
+      );
+      return m ? Number(m[1]) : 0;
+    };
+    const before = {
+      aborted: await rejected('SLUICE_ERR_CLIENT_ABORTED'),
+      internal: await rejected('SLUICE_ERR_INTERNAL'),
+    };
+    const gone = await trickle(server, KEYS.a, 1000);
+    await new Promise((r) => setTimeout(r, 100));
+    gone.socket.destroy();
+    const deadline = Date.now() + 5_000;
+    while ((await rejected('SLUICE_ERR_CLIENT_ABORTED')) === before.aborted && Date.now() < deadline)
+      await new Promise((r) => setTimeout(r, 50));
+    assert.equal(await rejected('SLUICE_ERR_CLIENT_ABORTED'), before.aborted + 1);
+    assert.equal(await rejected('SLUICE_ERR_INTERNAL'), before.internal);
+    assert.doesNotMatch(server.output(), /"level":50[^\n]*closed the connection/);
+  });
+
   it('a body that does not arrive within 30 s is cut with 408, and its share given back', async () => {
     const started = Date.now();
     const slow = await trickle(server, KEYS.a);

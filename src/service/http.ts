@@ -156,7 +156,17 @@ function readBody(
       );
     else finish(null, Buffer.concat(chunks, size));
   });
-  payload.on('error', (err: Error) => finish(err));
+  payload.on('error', (err: Error & { code?: string }) =>
+    finish(
+      // Node's word for a client that hung up mid-body: not a failure of the service.
+      err.code === 'ECONNRESET' || err.message === 'aborted'
+        ? new SluiceError(
+            'SLUICE_ERR_CLIENT_ABORTED',
+            `the client closed the connection after ${size} bytes of the body`,
+          )
+        : err,
+    ),
+  );
 }
 
 /** A request body must have arrived this long after it started (docs/operations.md). */
@@ -219,7 +229,9 @@ export function buildApp(service: ServiceHandle): FastifyInstance {
     const err = fromFastify(error as Error & { code?: string; statusCode?: number });
     const status = (ERRORS[err.code] as { status?: number }).status ?? 500;
     // Load shedding and draining are expected answers, not failures worth a stack trace.
-    if (status >= 500 && status !== 503) req.log.error({ err: error, reqId: req.id }, err.message);
+    if (err.code === 'SLUICE_ERR_CLIENT_ABORTED')
+      req.log.info({ code: err.code, reqId: req.id }, err.message);
+    else if (status >= 500 && status !== 503) req.log.error({ err: error, reqId: req.id }, err.message);
     else if (status === 503) req.log.warn({ code: err.code, reqId: req.id }, err.message);
     else req.log.debug({ code: err.code, reqId: req.id }, err.message);
     service.metrics.rejectedRequests.inc({ tenant: req.tenant?.config.id ?? '', code: err.code });
