@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { parse } from 'yaml';
 import { PAYMENTS, sluice, tempDir } from './helpers.ts';
-import { postEvents, sha256Hex, startServer } from './serve-helpers.ts';
+import { paymentEvent, postEvents, sha256Hex, startServer } from './serve-helpers.ts';
 
 interface NewKey {
   key: string;
@@ -30,14 +30,7 @@ function parseHuman(stdout: string): { key: string; sha256: string; snippet: str
   return { key, sha256, snippet };
 }
 
-const EVENT = JSON.stringify({
-  id: 'evt_01HZX3K4M5N6P7Q8R9S0T1V2W3',
-  type: 'payment.captured',
-  ts: '2026-11-21T10:00:00Z',
-  user: { id: 'usr_000042', country: 'de' },
-  amount: '12.50',
-  currency: 'EUR',
-});
+const EVENT = JSON.stringify(paymentEvent());
 
 describe('sluice keys new', () => {
   it('prints a random key and the SHA-256 of exactly that key', async () => {

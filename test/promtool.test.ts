@@ -13,7 +13,7 @@ import { randomBytes } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { tempDir } from './helpers.ts';
-import { postEvents, startServer, writeServiceConfig, type Server } from './serve-helpers.ts';
+import { paymentEvent, postEvents, startServer, writeServiceConfig, type Server } from './serve-helpers.ts';
 
 const PROMTOOL = process.env.PROMTOOL ?? 'promtool';
 const promtoolMissing =
@@ -24,15 +24,7 @@ const promtoolMissing =
 const KEY = `sk_promtool_${randomBytes(16).toString('hex')}`;
 let seq = 0;
 const event = (patch: Record<string, unknown> = {}): string =>
-  JSON.stringify({
-    id: `evt_promtool_${++seq}`,
-    type: 'payment.captured',
-    ts: '2026-11-21T10:00:00Z',
-    user: { id: 'usr_000042', country: 'de' },
-    amount: '12.50',
-    currency: 'EUR',
-    ...patch,
-  });
+  JSON.stringify(paymentEvent({ id: `evt_promtool_${++seq}`, ...patch }));
 
 describe('sluice serve: /metrics', () => {
   const dir = tempDir('sluice-promtool-');

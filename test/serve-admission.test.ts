@@ -7,11 +7,11 @@
 import assert from 'node:assert/strict';
 import { connect, type Socket } from 'node:net';
 import { after, before, describe, it } from 'node:test';
-import { sampleEvents } from '../dist/cli/demo.js';
 import { tempDir } from './helpers.ts';
-import { postEvents, startServer, writeServiceConfig, type Server } from './serve-helpers.ts';
+import { paymentEvent, postEvents, startServer, writeServiceConfig, type Server } from './serve-helpers.ts';
 
 const MB = 1024 * 1024;
+const event = JSON.stringify(paymentEvent());
 const KEYS = { a: 'sk_admission_tenant_a_0123456789', b: 'sk_admission_tenant_b_0123456789' };
 
 /**
@@ -52,7 +52,6 @@ const within = (answer: Promise<string>, ms: number): Promise<string> =>
 describe('sluice serve: admission', { timeout: 60_000 }, () => {
   let server: Server;
   const sockets: Socket[] = [];
-  const event = [...sampleEvents(50)].find((l) => l.startsWith('{') && l.includes('"payment'))!;
 
   before(async () => {
     const dir = tempDir('sluice-admission-');
@@ -143,7 +142,6 @@ describe('sluice serve: admission', { timeout: 60_000 }, () => {
 
 describe('sluice serve: records per body', { timeout: 60_000 }, () => {
   let server: Server;
-  const event = [...sampleEvents(50)].find((l) => l.startsWith('{') && l.includes('"payment'))!;
 
   before(async () => {
     server = await startServer(

@@ -27,6 +27,7 @@ import {
   type TenantSpec,
   waitForLog,
   postJson,
+  paymentEvent,
 } from './serve-helpers.ts';
 
 type Json = Record<string, unknown>;
@@ -103,15 +104,7 @@ function nextId(): string {
 
 /** A valid payments event (payment.captured, DE → EU, EUR) at 2026-11-21T10:00:00Z. */
 function event(patch: Json = {}): Json {
-  return {
-    id: nextId(),
-    type: 'payment.captured',
-    ts: '2026-11-21T10:00:00Z',
-    user: { id: 'usr_000042', country: 'de' },
-    amount: '12.50',
-    currency: 'EUR',
-    ...patch,
-  };
+  return paymentEvent({ id: nextId(), ...patch });
 }
 
 /** 20,000 USD: the payments example routes the normalized record to its `large` file sink. */

@@ -113,6 +113,22 @@ export function startServer(
   });
 }
 
+/**
+ * A valid payments event (payment.captured, DE → EU, EUR 12.50 at 2026-11-21T10:00:00Z; the README's
+ * example), with `patch` over it.
+ */
+export function paymentEvent(patch: Record<string, unknown> = {}): Record<string, unknown> {
+  return {
+    id: 'evt_01HZX3K4M5N6P7Q8R9S0T1V2W3',
+    type: 'payment.captured',
+    ts: '2026-11-21T10:00:00Z',
+    user: { id: 'usr_000042', country: 'de' },
+    amount: '12.50',
+    currency: 'EUR',
+    ...patch,
+  };
+}
+
 export interface Posted {
   status: number;
   headers: Headers;

@@ -101,7 +101,7 @@ export class RuntimeClient {
   #move(wire: WireBody): void {
     for (const part of ['raw', 'body'] as const) {
       const bytes = wire[part];
-      if (!bytes || (part === 'raw' && bytes === wire.body)) continue;
+      if (!bytes) continue;
       if (bytes.byteLength < PACK_BELOW) {
         this.#small.push({ wire, part });
         this.#smallBytes += bytes.byteLength;

@@ -288,6 +288,8 @@ export function buildApp(service: ServiceHandle): FastifyInstance {
    * uploaded are bounded too. A body without Content-Length counts as the largest allowed.
    */
   const admitIngest = async (req: FastifyRequest): Promise<void> => {
+    // The handler looks the pipeline up again once the body is in: a reload meanwhile may have
+    // replaced it (or revoked the key), and the live one is what must take the request.
     pipelineOf(req);
     const tenant = req.tenant!.config.id;
     const length = Number(req.headers['content-length']);
