@@ -122,7 +122,7 @@ describe('a key from sluice keys new', () => {
     try {
       const accepted = await postEvents(server, 'payments', key, EVENT);
       assert.equal(accepted.status, 202, JSON.stringify(accepted.body));
-      assert.deepEqual(accepted.body, { accepted: 1, duplicates: 0, rejected: [] });
+      assert.deepEqual(accepted.body, { records: 1, accepted: 1, duplicates: 0, rejected: [] });
       const refused = await postEvents(server, 'payments', other.key, EVENT);
       assert.equal(refused.status, 401, JSON.stringify(refused.body));
     } finally {

@@ -384,7 +384,7 @@ describe('sluice serve: the HTTP gateway', { timeout: 120_000 }, () => {
       await postEvents(server, 'payments', KEYS.tiny, ndjson(refused)),
       'after Retry-After',
     );
-    assert.deepEqual(retried, { accepted: 2, duplicates: 0, rejected: [] });
+    assert.deepEqual(retried, { records: 2, accepted: 2, duplicates: 0, rejected: [] });
     assert.equal(totalCount(await allWindows(server, 'payments', KEYS.tiny)), 6);
 
     // A request larger than the whole bucket can never fit.
@@ -556,7 +556,7 @@ describe('sluice serve: the HTTP gateway', { timeout: 120_000 }, () => {
             await postEvents(server, 'intake', KEYS.acme, ndjson([protoProbe])),
             'the id named in __proto__',
           );
-          assert.deepEqual(probe, { accepted: 1, duplicates: 0, rejected: [] });
+          assert.deepEqual(probe, { records: 1, accepted: 1, duplicates: 0, rejected: [] });
           acceptedInIntake += 1;
           // Had `user.__proto__` been assigned rather than defined, user.email would be inherited.
           const large = await sinkRecords(largeFile, (rs) => rs.some((r) => r.id === protoUser.id));
@@ -635,7 +635,7 @@ describe('sluice serve: the HTTP gateway', { timeout: 120_000 }, () => {
           await postEvents(server, 'intake', KEYS.acme, ndjson([event()])),
           `the valid request after "${c.name}"`,
         );
-        assert.deepEqual(next, { accepted: 1, duplicates: 0, rejected: [] });
+        assert.deepEqual(next, { records: 1, accepted: 1, duplicates: 0, rejected: [] });
         acceptedInIntake += 1;
       });
 
@@ -1134,7 +1134,14 @@ describe('sluice serve: the HTTP gateway', { timeout: 120_000 }, () => {
 
     const replayed = await replay({ reason: 'invalid' });
     assert.equal(replayed.status, 200, JSON.stringify(replayed.body));
-    assert.deepEqual(replayed.body, { replayed: 3, accepted: 3, duplicates: 0, rejected: [], skipped: [] });
+    assert.deepEqual(replayed.body, {
+      replayed: 3,
+      records: 3,
+      accepted: 3,
+      duplicates: 0,
+      rejected: [],
+      skipped: [],
+    });
     assert.deepEqual(await dead('reason=invalid'), [], 'replayed dead letters leave the store');
     const parse = await dead('reason=parse');
     assert.equal(parse.length, 1, 'the parse dead letter was not selected and stays');
@@ -1145,6 +1152,7 @@ describe('sluice serve: the HTTP gateway', { timeout: 120_000 }, () => {
     );
     assert.deepEqual((await replay({ reason: 'invalid' })).body, {
       replayed: 0,
+      records: 0,
       accepted: 0,
       duplicates: 0,
       rejected: [],

@@ -365,7 +365,7 @@ describe('sluice serve: lifecycle', { timeout: 120_000 }, () => {
           assert.equal(res.status, 202, JSON.stringify(res.body));
           assert.deepEqual(
             res.body,
-            { accepted: 0, duplicates: ids.length, rejected: [] },
+            { records: ids.length, accepted: 0, duplicates: ids.length, rejected: [] },
             `${p.name} resent`,
           );
         }

@@ -46,6 +46,11 @@ export interface ResolvedPipeline {
   steps: ResolvedStep[];
   sinks: ResolvedSink[];
   summary: SummaryConfig | undefined;
+  /**
+   * `line`: a line whose fanned-out records fail gives one dead letter (the first failure, with
+   * `records`, how many of its records failed), because the line is what a producer can resend.
+   */
+  deadLettersPer: 'record' | 'line';
   modules: ModuleRef[];
   /** Every output a sink may subscribe to. */
   outputs: string[];
@@ -337,6 +342,7 @@ interface RawPipeline {
   steps: (ComponentConfig & { id?: string })[];
   sinks?: Record<string, ComponentConfig & { input: string }>;
   dead_letters?: ComponentConfig;
+  dead_letters_per?: 'record' | 'line';
   summary?: SummaryConfig;
 }
 
@@ -483,6 +489,7 @@ function resolvePipeline(abs: string, raw: RawPipeline, locate: Locator): Resolv
     steps,
     sinks,
     summary: raw.summary,
+    deadLettersPer: raw.dead_letters_per ?? 'record',
     modules,
     outputs: [...outputs],
   };

@@ -264,9 +264,16 @@ export class Processor {
     if (state.deadPos.length > 0) {
       const dead: Rec[] = [];
       // Steps add dead letters step by step; write them in input order.
-      const order = state.deadPos
+      let order = state.deadPos
         .map((_, i) => i)
         .sort((a, b) => state.deadPos[a]! - state.deadPos[b]! || a - b);
+      // Per line: the first failure of each line stands for all its failed records.
+      const perLine = this.#pipeline.deadLettersPer === 'line';
+      const failedOfLine = new Map<number, number>();
+      if (perLine) {
+        for (const p of state.deadPos) failedOfLine.set(p, (failedOfLine.get(p) ?? 0) + 1);
+        order = order.filter((i, k) => k === 0 || state.deadPos[order[k - 1]!] !== state.deadPos[i]);
+      }
       for (const i of order) {
         const p = state.deadPos[i]!;
         const info = state.deadInfo[i]!;
@@ -278,6 +285,7 @@ export class Processor {
         if (info.extra?.pointer !== undefined) letter.pointer = info.extra.pointer;
         if (info.extra?.keyword !== undefined) letter.keyword = info.extra.keyword;
         letter.step = info.step;
+        if (perLine) letter.records = failedOfLine.get(p)!;
         if (raw.length > MAX_RAW_CHARS) {
           raw = raw.slice(0, MAX_RAW_CHARS);
           letter.raw_truncated = true;

@@ -115,6 +115,12 @@ export function pipelineSchema(): Schema {
         description:
           'Where records that fail go (default: file dead-letters.ndjson in the output directory).',
       },
+      dead_letters_per: {
+        enum: ['record', 'line'],
+        default: 'record',
+        description:
+          'One dead letter per failed record (default), or one per input line however many of its fanned-out records failed.',
+      },
       summary: {
         type: 'object',
         additionalProperties: false,

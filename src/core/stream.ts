@@ -14,7 +14,7 @@ import { hasSequencer, planOf, type Plan } from './plan.ts';
 import { Processor } from './processor.ts';
 import { deserializeError, type FromProcessor } from './protocol.ts';
 import { registry } from './registry.ts';
-import type { Chunk, Rec, Sequencer } from './types.ts';
+import { FANOUT_COUNTER, type Chunk, type Rec, type Sequencer } from './types.ts';
 
 export interface ChunkResult {
   /** Input records in the chunk, including the ones that failed. */
@@ -22,6 +22,20 @@ export interface ChunkResult {
   counters: Record<string, number>;
   /** Records per output: what sinks read, rows of windows that closed, and `dead`. */
   outputs: Map<string, Rec[]>;
+}
+
+/** What a chunk's records became, in records (see FANOUT_COUNTER). */
+export function recordCounts(result: ChunkResult): {
+  records: number;
+  accepted: number;
+  duplicates: number;
+  dead: number;
+} {
+  const records = result.records + (result.counters[FANOUT_COUNTER] ?? 0);
+  const duplicates = result.counters['dropped.duplicate'] ?? 0;
+  let dead = 0;
+  for (const [name, n] of Object.entries(result.counters)) if (name.startsWith('dead.')) dead += n;
+  return { records, accepted: records - duplicates - dead, duplicates, dead };
 }
 
 /** The state a service checkpoints, structured-cloneable. */

@@ -38,6 +38,13 @@ export interface StepContext {
   count(name: string, n?: number): void;
 }
 
+/**
+ * The counter of records added by fan-out: a step that turns one record into n adds n - 1. The
+ * records a chunk became are its input records plus this; every one of them ends up accepted,
+ * dropped as a duplicate or dead, so counts in records always add up.
+ */
+export const FANOUT_COUNTER = 'fanout';
+
 /** A stateless step: runs on any worker, on any batch, in any order. */
 export interface MapStep {
   readonly kind: 'map';

@@ -5,8 +5,7 @@
  */
 import { performance, type EventLoopUtilization } from 'node:perf_hooks';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import { DEAD_OUTPUT } from '../core/config.ts';
-import type { ChunkResult } from '../core/stream.ts';
+import { recordCounts, type ChunkResult } from '../core/stream.ts';
 import type { WindowedOutput } from '../core/types.ts';
 
 const TP = ['tenant', 'pipeline'] as const;
@@ -53,27 +52,35 @@ export function createMetrics(options: { defaults?: boolean } = {}) {
         }
       },
     }),
+    lines: new Counter({
+      name: 'sluice_lines_received_total',
+      help: 'Lines (NDJSON lines, array elements, single events) in processed requests, good or bad.',
+      labelNames: TP,
+      registers: [registry],
+    }),
+    // The four below count records: lines plus records added by fan-out. received = accepted +
+    // duplicate + dead, whatever the pipeline's steps do.
     received: new Counter({
       name: 'sluice_events_received_total',
-      help: 'Events received in accepted requests (every record of the body, good or bad).',
+      help: 'Records in processed requests, good or bad: their lines plus records added by fan-out.',
       labelNames: TP,
       registers: [registry],
     }),
     accepted: new Counter({
       name: 'sluice_events_accepted_total',
-      help: 'Events accepted: valid and not duplicates.',
+      help: 'Records accepted: not rejected and not duplicates.',
       labelNames: TP,
       registers: [registry],
     }),
     duplicates: new Counter({
       name: 'sluice_events_duplicate_total',
-      help: 'Events dropped as duplicates of an earlier one.',
+      help: 'Records dropped as duplicates of an earlier one.',
       labelNames: TP,
       registers: [registry],
     }),
     dead: new Counter({
       name: 'sluice_events_dead_total',
-      help: 'Events sent to the dead-letter store, by reason.',
+      help: 'Records that failed, by reason (with dead_letters_per: line, fewer dead letters are stored).',
       labelNames: [...TP, 'reason'],
       registers: [registry],
     }),
@@ -171,12 +178,13 @@ export function countChunk(
   result: ChunkResult,
   windowed: WindowedOutput[],
 ): void {
-  const dead = result.outputs.get(DEAD_OUTPUT) ?? [];
-  const duplicates = result.counters['dropped.duplicate'] ?? 0;
-  m.received.inc(labels, result.records);
-  m.accepted.inc(labels, result.records - dead.length - duplicates);
+  const { records, accepted, duplicates } = recordCounts(result);
+  m.lines.inc(labels, result.records);
+  m.received.inc(labels, records);
+  m.accepted.inc(labels, accepted);
   if (duplicates > 0) m.duplicates.inc(labels, duplicates);
-  for (const d of dead) m.dead.inc({ ...labels, reason: d.reason as string });
+  for (const [name, n] of Object.entries(result.counters))
+    if (name.startsWith('dead.')) m.dead.inc({ ...labels, reason: name.slice(5) }, n);
   for (const w of windowed) {
     const n = result.outputs.get(w.output)?.length ?? 0;
     if (n > 0) m.windowsClosed.inc({ ...labels, output: w.output }, n);

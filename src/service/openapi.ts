@@ -160,15 +160,25 @@ const schemas: Json = {
       },
       detail: { type: 'string' },
       pointer: { type: 'string', description: 'JSON pointer to the offending field.' },
+      records: {
+        type: 'integer',
+        minimum: 1,
+        description: "With `dead_letters_per: line`: how many of the line's records failed.",
+      },
     },
   },
   IngestAnswer: {
     type: 'object',
     description:
-      'Every record of the body is counted once: accepted + duplicates + rejected.length is the number of records.',
-    required: ['accepted', 'duplicates', 'rejected'],
+      'Counts in records: the lines of the body plus the records fan-out added. accepted + duplicates + the records of rejected (1 each unless it says `records`) is `records`.',
+    required: ['records', 'accepted', 'duplicates', 'rejected'],
     additionalProperties: false,
     properties: {
+      records: {
+        type: 'integer',
+        minimum: 0,
+        description: 'Records the body became: its lines, plus what transforms returning arrays added.',
+      },
       accepted: { type: 'integer', minimum: 0, description: 'Records accepted: valid and not duplicates.' },
       duplicates: {
         type: 'integer',
@@ -231,6 +241,11 @@ const schemas: Json = {
       pointer: { type: 'string', description: 'JSON pointer to the offending field (validate steps).' },
       keyword: { type: 'string', description: 'The JSON Schema keyword that failed (validate steps).' },
       step: { type: 'string', description: 'The id of the step that refused the record.' },
+      records: {
+        type: 'integer',
+        minimum: 1,
+        description: "With `dead_letters_per: line`: how many of the line's records failed.",
+      },
       raw: { type: 'string', description: 'The record as received (its first 1 MiB).' },
       raw_truncated: {
         type: 'boolean',
@@ -274,7 +289,7 @@ const schemas: Json = {
   },
   ReplayAnswer: {
     type: 'object',
-    required: ['replayed', 'accepted', 'duplicates', 'rejected', 'skipped'],
+    required: ['replayed', 'records', 'accepted', 'duplicates', 'rejected', 'skipped'],
     additionalProperties: false,
     properties: {
       replayed: {
@@ -282,6 +297,7 @@ const schemas: Json = {
         minimum: 0,
         description: 'Dead letters run again; each left the dead-letter store.',
       },
+      records: { type: 'integer', minimum: 0, description: 'Records the replayed lines became.' },
       accepted: { type: 'integer', minimum: 0 },
       duplicates: { type: 'integer', minimum: 0 },
       rejected: {
@@ -297,6 +313,7 @@ const schemas: Json = {
             reason: { type: 'string' },
             detail: { type: 'string' },
             pointer: { type: 'string' },
+            records: { type: 'integer', minimum: 1 },
           },
         },
       },

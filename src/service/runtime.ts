@@ -19,7 +19,7 @@ import { DEAD_OUTPUT, type ResolvedPipeline, type ResolvedSink } from '../core/c
 import { stringify } from '../core/encode.ts';
 import type { Prepared } from '../core/engine.ts';
 import { registry } from '../core/registry.ts';
-import { StreamPipeline, type ChunkResult, type StreamSnapshot } from '../core/stream.ts';
+import { recordCounts, StreamPipeline, type ChunkResult, type StreamSnapshot } from '../core/stream.ts';
 import type { Encoder, Rec, SinkWriter, WindowedOutput } from '../core/types.ts';
 import { SluiceError } from '../errors.ts';
 import { bodyChunk, inflate } from '../sources/http/index.ts';
@@ -33,9 +33,16 @@ export interface Rejection {
   reason: string;
   detail: string;
   pointer?: string;
+  /** With `dead_letters_per: line`: how many of the line's records failed. */
+  records?: number;
 }
 
+/**
+ * Counts in records: the body's lines plus what fan-out added. `accepted + duplicates` + the
+ * records of `rejected` is always `records`.
+ */
 export interface IngestAnswer {
+  records: number;
   accepted: number;
   duplicates: number;
   rejected: Rejection[];
@@ -331,6 +338,7 @@ export class PipelineRuntime {
   ): {
     answer: {
       replayed: number;
+      records: number;
       accepted: number;
       duplicates: number;
       rejected: (Rejection & { id: number })[];
@@ -339,7 +347,7 @@ export class PipelineRuntime {
     durable: Promise<void>;
   } {
     const { ids, body, bounds, skipped } = replayBody(this.#selectDead(filter), filter.maxBytes);
-    const empty = { replayed: 0, accepted: 0, duplicates: 0, rejected: [] };
+    const empty = { replayed: 0, records: 0, accepted: 0, duplicates: 0, rejected: [] };
     if (ids.length === 0) return { answer: empty, skipped, durable: Promise.resolve() };
     const { answer, durable } = this.ingest({ raw: body, gzip: false, body, bounds }, meta, (ops) =>
       ops.deleteDead.push({ pipeline: this.key, ids }),
@@ -348,6 +356,7 @@ export class PipelineRuntime {
     return {
       answer: {
         replayed: ids.length,
+        records: answer.records,
         accepted: answer.accepted,
         duplicates: answer.duplicates,
         rejected,
@@ -614,10 +623,11 @@ export function ingestAnswer(result: ChunkResult): IngestAnswer {
       detail: letter.detail as string,
     };
     if (letter.pointer !== undefined) r.pointer = letter.pointer as string;
+    if (letter.records !== undefined) r.records = letter.records as number;
     return r;
   });
-  const duplicates = result.counters['dropped.duplicate'] ?? 0;
-  return { accepted: result.records - rejected.length - duplicates, duplicates, rejected };
+  const { records, accepted, duplicates } = recordCounts(result);
+  return { records, accepted, duplicates, rejected };
 }
 
 /**

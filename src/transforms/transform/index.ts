@@ -3,7 +3,14 @@
  * or a rejection; if it throws, that record becomes an `error` dead letter and the batch goes on.
  */
 import { describeThrown } from '../../core/resume.ts';
-import type { Batch, MapStep, Rec, StepContext, TransformSpec } from '../../core/types.ts';
+import {
+  FANOUT_COUNTER,
+  type Batch,
+  type MapStep,
+  type Rec,
+  type StepContext,
+  type TransformSpec,
+} from '../../core/types.ts';
 import { isRejection, type Transform, type TransformContext } from './api.ts';
 
 export interface TransformConfig {
@@ -43,6 +50,10 @@ class TransformStep implements MapStep {
         if (result === undefined || result === null) {
           ctx.count(this.#dropCounter);
         } else if (Array.isArray(result)) {
+          // One unit for every count: a record that becomes n records adds n - 1 (see `fanout`),
+          // and one that becomes none is a drop, like returning nothing.
+          if (result.length === 0) ctx.count(this.#dropCounter);
+          else if (result.length > 1) ctx.count(FANOUT_COUNTER, result.length - 1);
           for (const r of result as Rec[]) {
             out.records.push(r);
             out.pos.push(pos);
