@@ -12,7 +12,8 @@
  *    again with their outputs discarded (they are in PostgreSQL already): the state is then exactly
  *    what it was after the last commit.
  * 3. Batches of messages after the position are processed and committed in one transaction each:
- *    dead letters, window rows, rows of postgres sinks, records for other sinks (outbox), the new
+ *    dead letters, window rows, rows of sinks written in the owner's transaction (postgres sinks,
+ *    their `inStoreTransaction` capability), records for other sinks (outbox), the new
  *    position, and every `checkpoint.interval` the state. A committed checkpoint lets the stream
  *    drop the messages it covers.
  * 4. Any failure (PostgreSQL or NATS unreachable, the epoch taken over) drops the in-memory state
@@ -24,14 +25,13 @@ import { deserialize, serialize } from 'node:v8';
 import type { JetStreamClient, JetStreamManager, JsMsg } from '@nats-io/jetstream';
 import type { Logger } from 'pino';
 import type { Sql, TransactionSql } from 'postgres';
-import { DEAD_OUTPUT, type ResolvedSink } from '../core/config.ts';
+import { DEAD_OUTPUT, type ComponentConfig, type ResolvedSink } from '../core/config.ts';
 import { stringify } from '../core/encode.ts';
 import { registry } from '../core/registry.ts';
 import { StreamPipeline, type ChunkResult, type StreamSnapshot } from '../core/stream.ts';
-import type { Rec, WindowedOutput } from '../core/types.ts';
+import type { InStoreTransaction, Rec, WindowedOutput } from '../core/types.ts';
 import { openPg } from '../helpers/postgres.ts';
 import { bodyChunk, inflate, jsonBounds } from '../sources/http/index.ts';
-import { createTableSql, insertRows, rowOf, type PostgresSinkConfig } from '../sinks/postgres/index.ts';
 import { countChunk, type Metrics } from '../service/metrics.ts';
 import {
   ingestAnswer,
@@ -92,8 +92,6 @@ const nextTurn = (): Promise<typeof WAITING> =>
 
 class LostOwnership extends Error {}
 
-const pgConfig = (sink: ResolvedSink): PostgresSinkConfig => sink.config as unknown as PostgresSinkConfig;
-
 /** Results of the messages since the last commit. */
 class Pending {
   messages = 0;
@@ -104,7 +102,8 @@ class Pending {
     string,
     [output: string, start: string, key: string, row: string, closed: string]
   >();
-  readonly sinkRows = new Map<string, (string | null)[][]>();
+  /** Rows of sinks written in the owner's transaction, by sink id. */
+  readonly sinkRows = new Map<string, unknown[]>();
   readonly outbox = new Map<string, string>();
   readonly replayed: number[] = [];
   /** Requests with an Idempotency-Key, by key: their stream sequence, answer and arrival. */
@@ -129,6 +128,8 @@ export class PipelineOwner {
   #messages: { stop(): void } | undefined;
   #position = 0;
   readonly windowed: WindowedOutput[];
+  /** Sinks written in the owner's transaction (their `inStoreTransaction` hooks), by sink id. */
+  readonly #inStore = new Map<string, InStoreTransaction<ComponentConfig>>();
 
   constructor(
     private readonly ctx: OwnerContext,
@@ -138,6 +139,10 @@ export class PipelineOwner {
     this.key = `${spec.tenant}/${spec.name}`;
     this.subject = subject;
     this.windowed = windowedOutputs(spec.prepared.pipeline);
+    for (const s of spec.prepared.pipeline.sinks) {
+      const hooks = registry.sinks.get(s.type)?.capabilities?.inStoreTransaction;
+      if (hooks) this.#inStore.set(s.id, hooks);
+    }
   }
 
   get status(): OwnerStatus {
@@ -265,7 +270,7 @@ export class PipelineOwner {
     // Owners of pipelines whose sinks share a table may start together: one creates it at a time.
     await sql.begin(async (tx) => {
       await tx`SELECT pg_advisory_xact_lock(${SINK_TABLES_LOCK})`;
-      for (const s of sinks) if (s.type === 'postgres') await tx.unsafe(createTableSql(pgConfig(s)));
+      for (const s of sinks) await this.#inStore.get(s.id)?.createTable(tx, s.config);
     });
     this.#position = position;
     let lastCheckpointAt = Date.now();
@@ -423,9 +428,9 @@ export class PipelineOwner {
     await sql`SELECT pg_advisory_unlock(hashtextextended(${`sluice:${this.key}`}, 0))`;
   }
 
-  /** Sinks fed from the outbox: every sink but postgres ones. */
+  /** Sinks fed from the outbox: every sink but those written in the owner's transaction. */
   get #outboxSinks(): ResolvedSink[] {
-    return this.spec.prepared.pipeline.sinks.filter((s) => s.type !== 'postgres');
+    return this.spec.prepared.pipeline.sinks.filter((s) => !this.#inStore.has(s.id));
   }
 
   /**
@@ -572,10 +577,11 @@ export class PipelineOwner {
     for (const sink of this.spec.prepared.pipeline.sinks) {
       const records = result.outputs.get(sink.input);
       if (!records || records.length === 0) continue;
-      if (sink.type === 'postgres') {
+      const inStore = this.#inStore.get(sink.id);
+      if (inStore) {
         let rows = pending.sinkRows.get(sink.id);
         if (!rows) pending.sinkRows.set(sink.id, (rows = []));
-        for (const r of records) rows.push(rowOf(pgConfig(sink), r));
+        for (const r of records) rows.push(inStore.row(sink.config, r));
       } else {
         let text = pending.outbox.get(sink.input) ?? '';
         for (const r of records) text += stringify(r) + '\n';
@@ -616,7 +622,7 @@ export class PipelineOwner {
       await this.#writeDead(tx, batch);
       await this.#writeWindows(tx, batch);
       for (const [id, rows] of batch.sinkRows)
-        await insertRows(tx, pgConfig(sinks.find((s) => s.id === id)!), rows);
+        await this.#inStore.get(id)!.write(tx, sinks.find((s) => s.id === id)!.config, rows);
       for (const [output, records] of batch.outbox)
         await tx`INSERT INTO sluice_outbox (pipeline, output, records) VALUES (${this.key}, ${output}, ${records})`;
       if (batch.requests.size > 0) {

@@ -11,6 +11,7 @@ import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import type { Sql } from 'postgres';
 import { prepare } from '../core/engine.ts';
+import { registry } from '../core/registry.ts';
 import type { Rec, WindowedOutput } from '../core/types.ts';
 import { SluiceError } from '../errors.ts';
 import { connectJetStream, ensureStream } from '../helpers/jetstream.ts';
@@ -563,19 +564,23 @@ export class ClusterService implements ServiceHandle {
   }
 }
 
-/** Sinks a cluster can feed: postgres sinks write into the cluster's own database. */
+/**
+ * Sinks a cluster can feed: sinks written in the owner's transaction (`inStoreTransaction`) write
+ * into the cluster's own database.
+ */
 export function checkSinks(
   sinks: { id: string; type: string; config: unknown }[],
   runtime: ClusterRuntimeConfig,
   pipeline: string,
 ): void {
   for (const s of sinks) {
-    if (s.type !== 'postgres') continue;
-    const url = (s.config as { url?: string }).url;
+    const inStore = registry.sinks.get(s.type)?.capabilities?.inStoreTransaction;
+    if (!inStore) continue;
+    const url = inStore.database(s.config);
     if (url !== undefined && url !== runtime.postgres.url)
       throw new SluiceError(
         'SLUICE_ERR_CONFIG_INVALID',
-        `pipeline ${pipeline}, sink ${s.id}: in the cluster runtime a postgres sink writes into runtime.postgres (in the owner's transaction), not into ${redact(url)}`,
+        `pipeline ${pipeline}, sink ${s.id}: in the cluster runtime a ${s.type} sink writes into runtime.postgres (in the owner's transaction), not into ${redact(url)}`,
         { hint: "Remove the sink's url, or point runtime.postgres.url at that database." },
       );
   }

@@ -7,6 +7,7 @@
  * Everything that crosses between them is batched.
  */
 import type { JSONSchemaType } from 'ajv';
+import type { TransactionSql } from 'postgres';
 import type { TableSet } from './tables.ts';
 
 /** A record: a plain JSON object. */
@@ -253,6 +254,56 @@ export interface SinkSpec<C> {
   open(config: C, env: SinkEnv): Promise<SinkWriter>;
   /** Human-readable place the sink writes to, for summaries. */
   describe?(config: C, env: SinkEnv): string;
+  /**
+   * What runtimes must know about the sink beyond writing batches. Runtimes and the service read
+   * these and never test a sink's type name; a sink without them is written like any other.
+   */
+  readonly capabilities?: SinkCapabilities<C>;
+}
+
+/** A sink's quirks, declared by the sink (docs/architecture.md, "Sink capabilities"). */
+export interface SinkCapabilities<C> {
+  /**
+   * The sink writes into the cluster store's own PostgreSQL database, so a cluster pipeline's
+   * owner writes its rows in the transaction that commits the stream position they come from:
+   * exactly once, with no outbox and no delivery loop. Without it, the owner feeds the sink from
+   * the outbox after the commit.
+   */
+  readonly inStoreTransaction?: InStoreTransaction<C>;
+  /**
+   * Absent: `sluice serve` may run the sink. Otherwise it may not (standard output is the
+   * service's log stream), and loading a service config with it fails with `reason`.
+   */
+  readonly service?: {
+    readonly allowed: false;
+    /** Completes "a <type> sink …", e.g. "would write into the service's log stream". */
+    readonly reason: string;
+    readonly hint: string;
+  };
+  /**
+   * The sink records which tenant and pipeline wrote each record (tenants may run the same
+   * pipeline file into the same target): `sluice serve` passes them through this, which returns
+   * the config to use. Sinks without it write records as they are.
+   */
+  origin?(config: C, origin: { tenant: string; pipeline: string }): C;
+}
+
+/**
+ * The hooks a cluster owner calls to write a sink's records in its own PostgreSQL transaction.
+ * Rows are whatever `row` returns; only `write` reads them.
+ */
+export interface InStoreTransaction<C, R = unknown> {
+  /**
+   * The database the config names, if any. In the cluster the rows go to the store, so a config
+   * naming another database is refused at load time.
+   */
+  database(config: C): string | undefined;
+  /** Creates the sink's table if it is missing, in `tx` (under a lock the owner holds). */
+  createTable(tx: TransactionSql, config: C): Promise<void>;
+  /** One record as the row `write` inserts; called for every record, so plain and cheap. */
+  row(config: C, record: Rec): R;
+  /** Inserts the rows of one committed batch, in `tx`. */
+  write(tx: TransactionSql, config: C, rows: R[]): Promise<void>;
 }
 
 /**

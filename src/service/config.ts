@@ -9,7 +9,16 @@ import { hostname } from 'node:os';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Ajv2020 } from 'ajv/dist/2020.js';
-import { checkSchema, loadPipeline, readConfigFile, type ResolvedPipeline } from '../core/config.ts';
+import {
+  checkSchema,
+  loadPipeline,
+  readConfigFile,
+  type ComponentConfig,
+  type ResolvedPipeline,
+  type ResolvedSink,
+} from '../core/config.ts';
+import { registry } from '../core/registry.ts';
+import type { SinkCapabilities } from '../core/types.ts';
 import { parseDuration } from '../helpers/time.ts';
 import { SluiceError } from '../errors.ts';
 
@@ -369,25 +378,27 @@ function durationAt(
 }
 
 /**
- * A pipeline for the service: its events come from HTTP, whatever source the file names, and its
- * postgres sinks tag each row with the tenant and pipeline (tenants may share a pipeline file).
+ * A pipeline for the service: its events come from HTTP, whatever source the file names, sinks
+ * unfit for a service are refused, and sinks that record their origin tag each row with the tenant
+ * and pipeline (tenants may share a pipeline file).
  */
 function servicePipeline(file: string, tenant: string, name: string): ResolvedPipeline {
   const p = loadPipeline(file);
-  const stdout = p.sinks.find((s) => s.type === 'stdout');
-  if (stdout)
-    throw new SluiceError(
-      'SLUICE_ERR_CONFIG_INVALID',
-      `sink ${stdout.id}: a stdout sink would write into the service's log stream`,
-      {
-        hint: 'Use a file or sqlite sink in pipelines that `sluice serve` runs.',
-        location: { file, path: `sinks.${stdout.id}` },
-      },
-    );
+  const capabilities = (s: ResolvedSink): SinkCapabilities<ComponentConfig> | undefined =>
+    registry.sinks.get(s.type)!.capabilities;
+  for (const s of p.sinks) {
+    const refused = capabilities(s)?.service;
+    if (refused)
+      throw new SluiceError('SLUICE_ERR_CONFIG_INVALID', `sink ${s.id}: a ${s.type} sink ${refused.reason}`, {
+        hint: refused.hint,
+        location: { file, path: `sinks.${s.id}` },
+      });
+  }
   const maxRecord = (p.source as { max_record_bytes?: number }).max_record_bytes;
-  const sinks = p.sinks.map((s) =>
-    s.type === 'postgres' ? { ...s, config: { ...s.config, origin: { tenant, pipeline: name } } } : s,
-  );
+  const sinks = p.sinks.map((s) => {
+    const origin = capabilities(s)?.origin;
+    return origin ? { ...s, config: origin(s.config, { tenant, pipeline: name }) } : s;
+  });
   return { ...p, sinks, source: { type: 'http', ...(maxRecord ? { max_record_bytes: maxRecord } : {}) } };
 }
 

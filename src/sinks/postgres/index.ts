@@ -11,7 +11,7 @@
  */
 import type { Sql, TransactionSql } from 'postgres';
 import { stringify } from '../../core/encode.ts';
-import type { Rec, SinkSpec, SinkWriter } from '../../core/types.ts';
+import type { InStoreTransaction, Rec, SinkSpec, SinkWriter } from '../../core/types.ts';
 import { SluiceError } from '../../errors.ts';
 import { DEFAULT_PG_URL, openPg } from '../../helpers/postgres.ts';
 import { redact } from '../../helpers/url.ts';
@@ -183,6 +183,16 @@ class PostgresWriter implements SinkWriter {
   }
 }
 
+/** How a cluster owner writes the rows in its own transaction, into runtime.postgres. */
+const inStoreTransaction: InStoreTransaction<PostgresSinkConfig, (string | null)[]> = {
+  database: (config) => config.url,
+  createTable: async (tx, config) => {
+    await tx.unsafe(createTableSql(config));
+  },
+  row: rowOf,
+  write: insertRows,
+};
+
 export const postgresSink: SinkSpec<PostgresSinkConfig> = {
   type: 'postgres',
   description:
@@ -214,4 +224,8 @@ export const postgresSink: SinkSpec<PostgresSinkConfig> = {
   },
   open: (config, env) => PostgresWriter.open(config, env.append !== undefined),
   describe: (config) => `${redact(config.url ?? DEFAULT_PG_URL)} (table ${config.table})`,
+  capabilities: {
+    inStoreTransaction,
+    origin: (config, origin) => ({ ...config, origin }),
+  },
 };

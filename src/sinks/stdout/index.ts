@@ -21,4 +21,11 @@ export const stdoutSink: SinkSpec<StdoutSinkConfig> = {
     async abort() {},
   }),
   describe: () => 'standard output',
+  capabilities: {
+    service: {
+      allowed: false,
+      reason: "would write into the service's log stream",
+      hint: 'Use a file or sqlite sink in pipelines that `sluice serve` runs.',
+    },
+  },
 };
