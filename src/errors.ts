@@ -189,6 +189,12 @@ export const ERRORS = {
     status: 503,
     hint: 'Retry after the number of seconds in Retry-After; nothing of this request was accepted.',
   },
+  SLUICE_ERR_TENANT_OVERLOADED: {
+    category: 'request',
+    title: "The tenant sends more than its share of the service's capacity",
+    status: 429,
+    hint: 'Retry after the number of seconds in Retry-After, or send less at once; nothing of this request was accepted.',
+  },
   SLUICE_ERR_SHUTTING_DOWN: {
     category: 'request',
     title: 'The service is shutting down',

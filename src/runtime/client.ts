@@ -1,12 +1,14 @@
 /**
  * The HTTP thread's side of the embedded runtime: starts the pipeline thread and calls it. Calls
  * made in one turn of the event loop go as one message (protocol.ts says why), in the order they
- * were made, and the pipeline thread works them in that order.
+ * were made, and the pipeline thread works them in that order. Ingest and replay calls first wait
+ * in their tenant's lane until the pipeline thread has room for them (lanes.ts).
  */
 import { Worker } from 'node:worker_threads';
 import { deserializeError } from '../core/protocol.ts';
 import { SluiceError } from '../errors.ts';
 import type { ServiceConfig } from '../service/config.ts';
+import { Lanes } from './lanes.ts';
 import {
   runtimeConfig,
   type Answer,
@@ -14,6 +16,7 @@ import {
   type CallName,
   type Calls,
   type FromRuntime,
+  type Processed,
   type RuntimeState,
   type RuntimeWorkerData,
   type ToRuntime,
@@ -26,9 +29,23 @@ export interface ClientEvents {
   fatal(err: SluiceError): void;
 }
 
+interface Pending {
+  resolve(v: unknown): void;
+  reject(e: unknown): void;
+  /** For a call that came through a lane: the lane and the cost it was dispatched at. */
+  lane?: string;
+  estimate?: number;
+}
+
+/** Calls that wait in their tenant's lane: they are the work requests bring. */
+const LANED: ReadonlySet<CallName> = new Set(['ingest', 'replay']);
+
 export class RuntimeClient {
   readonly #worker: Worker;
-  readonly #pending = new Map<number, { resolve(v: unknown): void; reject(e: unknown): void }>();
+  readonly #pending = new Map<number, Pending>();
+  readonly #lanes = new Lanes<Call>();
+  /** A shutdown waits until every laned call has gone: it must come after them. */
+  #shutdown: Call | undefined;
   #nextId = 1;
   #stopped = false;
   /** Calls not sent yet, the buffers they move to the pipeline thread, and the bodies to pack. */
@@ -65,6 +82,7 @@ export class RuntimeClient {
             events.fatal(deserializeError(m.error));
             return;
           case 'answers':
+            for (const p of m.processed) client.#processed(p);
             for (const a of m.answers) client.#settle(a);
         }
       });
@@ -86,10 +104,44 @@ export class RuntimeClient {
     const done = new Promise<Calls[N]['value']>((resolve, reject) =>
       this.#pending.set(id, { resolve: resolve as (v: unknown) => void, reject }),
     );
-    if (this.#outbox.length === 0) setImmediate(this.#flush);
-    this.#outbox.push({ id, name, args });
-    if (name === 'ingest') this.#move((args as Calls['ingest']['args'])[1]);
+    const call: Call = { id, name, args };
+    if (LANED.has(name)) {
+      this.#lanes.push(laneOf(args[0] as string), call);
+      this.#pump();
+    } else if (name === 'shutdown' && this.#lanes.waiting > 0) this.#shutdown = call;
+    else this.#send(call);
     return done;
+  }
+
+  /**
+   * How long the oldest waiting request of `tenant` has waited for the pipeline thread, in ms, and
+   * whether other tenants are using it meanwhile (then the wait is this tenant's share running out,
+   * not the service's capacity).
+   */
+  queueOf(tenant: string): { waitMs: number; shared: boolean } {
+    return { waitMs: this.#lanes.waitOf(tenant), shared: this.#lanes.othersBusy(tenant) };
+  }
+
+  /** Sends the laned calls the window has room for; the held shutdown once none waits. */
+  #pump(): void {
+    this.#lanes.dispatch((call, lane, estimate) => {
+      const p = this.#pending.get(call.id);
+      if (p) {
+        p.lane = lane;
+        p.estimate = estimate;
+      }
+      this.#send(call);
+    });
+    if (this.#shutdown && this.#lanes.waiting === 0) {
+      this.#send(this.#shutdown);
+      this.#shutdown = undefined;
+    }
+  }
+
+  #send(call: Call): void {
+    if (this.#outbox.length === 0) setImmediate(this.#flush);
+    this.#outbox.push(call);
+    if (call.name === 'ingest') this.#move((call.args as Calls['ingest']['args'])[1]);
   }
 
   /**
@@ -140,15 +192,31 @@ export class RuntimeClient {
     this.#worker.postMessage({ t: 'calls', calls } satisfies ToRuntime, transfer);
   };
 
+  /** A laned call's work is done in the pipeline thread: its place in the window is free. */
+  #processed(done: Processed): void {
+    const p = this.#pending.get(done.id);
+    if (!p || p.lane === undefined) return;
+    this.#lanes.done(p.lane, p.estimate!, done.ms);
+    p.lane = undefined;
+    this.#pump();
+  }
+
   #settle(a: Answer): void {
     const p = this.#pending.get(a.id);
     if (!p) return;
     this.#pending.delete(a.id);
+    // Failed before it was processed (its thread would have said): its place is free too.
+    if (p.lane !== undefined) {
+      this.#lanes.done(p.lane, p.estimate!, undefined);
+      this.#pump();
+    }
     if (a.error === undefined) p.resolve(a.value);
     else p.reject(deserializeError(a.error));
   }
 
   #failAll(err: SluiceError): void {
+    this.#lanes.drain();
+    this.#shutdown = undefined;
     for (const p of this.#pending.values()) p.reject(err);
     this.#pending.clear();
   }
@@ -164,6 +232,9 @@ export class RuntimeClient {
     }
   }
 }
+
+/** A pipeline key is `<tenant>/<pipeline>`; tenants are lanes. */
+const laneOf = (pipelineKey: string): string => pipelineKey.slice(0, pipelineKey.indexOf('/'));
 
 /** Bodies smaller than this are copied into the message's packed buffer. */
 const PACK_BELOW = 16 * 1024;

@@ -11,7 +11,15 @@ import { serializeError } from '../core/protocol.ts';
 import { SluiceError } from '../errors.ts';
 import { createMetrics } from '../service/metrics.ts';
 import { EmbeddedRuntime } from './embedded.ts';
-import type { Answer, Call, CallName, FromRuntime, RuntimeWorkerData, ToRuntime } from './protocol.ts';
+import type {
+  Answer,
+  Call,
+  CallName,
+  FromRuntime,
+  Processed,
+  RuntimeWorkerData,
+  ToRuntime,
+} from './protocol.ts';
 
 const port = parentPort!;
 const { config, logLevel } = workerData as RuntimeWorkerData;
@@ -22,14 +30,23 @@ metrics.watchThread('pipeline', () => performance.eventLoopUtilization());
 
 /** Answers not sent yet: those of one turn of the event loop go as one message (protocol.ts). */
 let answers: Answer[] = [];
+let processed: Processed[] = [];
 let closing = false;
+let flushing = false;
 const flush = (): void => {
-  if (answers.length > 0) port.postMessage({ t: 'answers', answers } satisfies FromRuntime);
+  flushing = false;
+  if (answers.length > 0 || processed.length > 0)
+    port.postMessage({ t: 'answers', answers, processed } satisfies FromRuntime);
   answers = [];
+  processed = [];
   if (closing) port.close();
 };
+const flushSoon = (): void => {
+  if (!flushing) setImmediate(flush);
+  flushing = true;
+};
 function answer(a: Answer): void {
-  if (answers.length === 0) setImmediate(flush);
+  flushSoon();
   answers.push(a);
 }
 /** Other messages go at once, after the answers already due, so the HTTP thread sees them in order. */
@@ -78,12 +95,18 @@ const calls: Record<CallName, (...args: never[]) => unknown> = {
 
 function dispatch(c: Call): void {
   let result: unknown;
+  const start = performance.now();
   try {
     // Synchronous up to the first await of each call: the order of calls is the order of work.
     result = (calls[c.name] as (...args: unknown[]) => unknown)(...c.args);
   } catch (err) {
     answer({ id: c.id, error: serializeError(asSluice(err)) });
     return;
+  } finally {
+    if (c.name === 'ingest' || c.name === 'replay') {
+      flushSoon();
+      processed.push({ id: c.id, ms: performance.now() - start });
+    }
   }
   if (result instanceof Promise)
     result.then(

@@ -66,6 +66,8 @@ export interface ServiceConfig {
     bodyRecords: number;
     inFlightBytes: number;
     inFlightRequests: number;
+    /** A request that would wait longer for the pipeline thread is refused at once (lanes.ts). */
+    queueDelayMs: number;
   };
   checkpointIntervalMs: number;
   /** How long an Idempotency-Key's answer is kept. */
@@ -235,6 +237,12 @@ export const serviceSchema = {
           default: 4096,
           description: 'Ingest requests between arrival and answer; above it, 503 with Retry-After.',
         },
+        queue_delay: {
+          ...duration,
+          default: '250ms',
+          description:
+            "While a tenant's oldest request has waited longer than this for the pipelines, its new requests are refused at once: 429 when other tenants share the pipelines, 503 when not.",
+        },
       },
     },
     checkpoint: {
@@ -339,6 +347,7 @@ interface RawService {
     body_records?: number;
     in_flight_bytes?: number;
     in_flight_requests?: number;
+    queue_delay?: string | number;
   };
   checkpoint?: { interval?: string | number };
   idempotency?: { retention?: string | number };
@@ -463,6 +472,7 @@ function resolveService(raw: RawService, file: string | undefined, base: string)
       bodyRecords: raw.limits?.body_records ?? 100_000,
       inFlightBytes,
       inFlightRequests: raw.limits?.in_flight_requests ?? 4096,
+      queueDelayMs: durationAt(raw.limits?.queue_delay, '250ms', where, 'limits.queue_delay'),
     },
     checkpointIntervalMs: durationAt(raw.checkpoint?.interval, '10s', where, 'checkpoint.interval'),
     idempotencyRetentionMs: durationAt(raw.idempotency?.retention, '24h', where, 'idempotency.retention'),

@@ -232,13 +232,16 @@ export function buildApp(service: ServiceHandle): FastifyInstance {
     if (err.code === 'SLUICE_ERR_CLIENT_ABORTED')
       req.log.info({ code: err.code, reqId: req.id }, err.message);
     else if (status >= 500 && status !== 503) req.log.error({ err: error, reqId: req.id }, err.message);
-    else if (status === 503) req.log.warn({ code: err.code, reqId: req.id }, err.message);
+    // Shedding answers many requests a second exactly when CPU is short: counted, not logged.
+    else if (status === 503 && err.code !== 'SLUICE_ERR_OVERLOADED')
+      req.log.warn({ code: err.code, reqId: req.id }, err.message);
     else req.log.debug({ code: err.code, reqId: req.id }, err.message);
     service.metrics.rejectedRequests.inc({ tenant: req.tenant?.config.id ?? '', code: err.code });
     // The rest of a late body is not waited for: the connection goes with the answer.
     if (err.code === 'SLUICE_ERR_BODY_TIMEOUT') reply.header('connection', 'close');
     if (
       err.code === 'SLUICE_ERR_OVERLOADED' ||
+      err.code === 'SLUICE_ERR_TENANT_OVERLOADED' ||
       err.code === 'SLUICE_ERR_SHUTTING_DOWN' ||
       err.code === 'SLUICE_ERR_STORE' ||
       err.code === 'SLUICE_ERR_UNAVAILABLE'
