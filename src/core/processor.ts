@@ -36,7 +36,11 @@ class ChunkState implements StepContext {
   readonly deadInfo: { reason: string; detail: string; extra: DeadLetterExtra | undefined; step: string }[] =
     [];
   readonly emitted = new Map<string, Rec[]>();
-  readonly counters = new Map<string, number>();
+  /**
+   * A plain object, not a Map: it goes out as is in `done` (Object.fromEntries of a Map was the
+   * costliest line of a single-event chunk, ~2 µs of ~30, measured with bench/chunk-cost.ts).
+   */
+  readonly counters: Record<string, number> = Object.create(null) as Record<string, number>;
   batch: Batch = { records: [], pos: [] };
   decoded: DecodedChunk | undefined;
   firstLine = 1;
@@ -49,11 +53,11 @@ class ChunkState implements StepContext {
   dead(pos: number, reason: string, detail: string, extra?: DeadLetterExtra): void {
     this.deadPos.push(pos);
     this.deadInfo.push({ reason, detail, extra, step: this.step });
-    this.count(`dead.${reason}`);
+    this.count(counterName('dead.', reason));
   }
 
   emit(output: string, record: Rec): void {
-    this.count(`output.${output}`);
+    this.count(counterName('output.', output));
     if (!this.subscribed.has(output)) return;
     let list = this.emitted.get(output);
     if (!list) this.emitted.set(output, (list = []));
@@ -61,7 +65,7 @@ class ChunkState implements StepContext {
   }
 
   count(name: string, n = 1): void {
-    this.counters.set(name, (this.counters.get(name) ?? 0) + n);
+    this.counters[name] = (this.counters[name] ?? 0) + n;
   }
 }
 
@@ -81,7 +85,11 @@ export class Processor {
   #indexed = false;
   #encoders = new Map<string, { sinkId: string; encode: Encoder }[]>();
   #subscribed = new Set<string>();
-  #chunks = new Map<number, ChunkState>();
+  /**
+   * Chunks waiting for verdicts, by seq: a few at most, so a list searched from the end. (A Map
+   * with a set and a delete per chunk cost ~0.4 µs a chunk in rehashing, bench/chunk-cost.ts.)
+   */
+  #chunks: { seq: number; state: ChunkState }[] = [];
 
   constructor(
     private readonly reply: Reply,
@@ -167,7 +175,7 @@ export class Processor {
     for (const i of indices) {
       state.step = this.#pipeline.steps[i]!.id;
       state.batch = (this.#steps[i] as MapStep).run(state.batch, state);
-      state.count(`step.${state.step}.out`, state.batch.records.length);
+      state.count(stepOut(state.step), state.batch.records.length);
     }
   }
 
@@ -201,12 +209,12 @@ export class Processor {
     state.decoded = this.#decoder.decode(chunk, state);
     state.batch = state.decoded.batch;
     state.count('input.records', state.decoded.recordCount);
-    this.#chunks.set(seq, state);
+    this.#chunks.push({ seq, state });
     this.#advance(seq, state, 0);
   }
 
   #onVerdict(msg: Extract<ToProcessor, { t: 'verdict' }>): void {
-    const state = this.#chunks.get(msg.seq)!;
+    const state = this.#chunkOf(msg.seq);
     if (msg.group === 0) {
       state.firstLine = msg.firstLine;
       state.firstIndex = msg.firstIndex;
@@ -214,11 +222,12 @@ export class Processor {
     const group = this.#plan.groups[msg.group]!;
     let { records, pos } = state.batch;
     let verdicts = msg.verdicts;
-    let indices = Int32Array.from(records, (_, i) => i);
+    let indices = new Int32Array(records.length);
+    for (let i = 0; i < indices.length; i++) indices[i] = i;
     group.ordered.forEach((stepIndex, slot) => {
       const step = this.#steps[stepIndex] as OrderedStep;
       state.step = this.#pipeline.steps[stepIndex]!.id;
-      if (verdicts) {
+      if (verdicts && decidedAt(verdicts, slot)) {
         const keepRecords: Rec[] = [];
         const keepPos: number[] = [];
         const keepVerdicts = new Uint16Array(records.length);
@@ -235,7 +244,7 @@ export class Processor {
           }
           const outcome = (v & 0xff) - 1;
           const o = step.outcomes[outcome]!;
-          if (o.kind === 'drop') state.count(`dropped.${o.reason}`);
+          if (o.kind === 'drop') state.count(counterName('dropped.', o.reason));
           else state.dead(pos[i]!, o.reason, step.describe(outcome, records[i]!, msg.infos[slot]));
         }
         records = keepRecords;
@@ -248,15 +257,27 @@ export class Processor {
         payload: state.payloads[slot],
         indices,
       });
-      state.count(`step.${state.step}.out`, records.length);
+      state.count(stepOut(state.step), records.length);
     });
     state.batch = { records, pos };
     state.payloads = [];
     this.#advance(msg.seq, state, msg.group + 1);
   }
 
+  #chunkOf(seq: number): ChunkState {
+    const chunks = this.#chunks;
+    for (let i = chunks.length - 1; i >= 0; i--) if (chunks[i]!.seq === seq) return chunks[i]!.state;
+    throw new Error(`internal: no chunk ${seq} waits for a verdict`);
+  }
+
   #finish(seq: number, state: ChunkState): void {
-    this.#chunks.delete(seq);
+    const chunks = this.#chunks;
+    for (let i = chunks.length - 1; i >= 0; i--)
+      if (chunks[i]!.seq === seq) {
+        chunks[i] = chunks[chunks.length - 1]!;
+        chunks.pop();
+        break;
+      }
     const { records } = state.batch;
     state.step = MAIN_OUTPUT;
     for (let i = 0; i < records.length; i++) state.emit(MAIN_OUTPUT, records[i]!);
@@ -295,7 +316,7 @@ export class Processor {
       }
       if (this.#subscribed.has(DEAD_OUTPUT)) state.emitted.set(DEAD_OUTPUT, dead);
     }
-    const counters = Object.fromEntries(state.counters);
+    const counters = state.counters;
     if (this.options.capture) {
       this.reply({ t: 'done', seq, outputs: {}, records: Object.fromEntries(state.emitted), counters });
       return;
@@ -305,6 +326,40 @@ export class Processor {
       outputs[output] = encodeFor(this.#encoders.get(output) ?? [], list);
     this.reply({ t: 'done', seq, outputs, counters });
   }
+}
+
+const counterNames = new Map<string, Map<string, string>>();
+
+/**
+ * `prefix + name`, made once: a counter is named per record or per step of every chunk, and a
+ * string built each time must be hashed again each time it is used as a key.
+ */
+function counterName(prefix: string, name: string): string {
+  let names = counterNames.get(prefix);
+  if (!names) counterNames.set(prefix, (names = new Map()));
+  let full = names.get(name);
+  if (full === undefined) names.set(name, (full = prefix + name));
+  return full;
+}
+
+const stepOutNames = new Map<string, string>();
+
+/** `step.<id>.out`, made once per step id. */
+function stepOut(id: string): string {
+  let full = stepOutNames.get(id);
+  if (full === undefined) stepOutNames.set(id, (full = `step.${id}.out`));
+  return full;
+}
+/**
+ * Whether any record's verdict is this slot's (it drops or refuses the record): most chunks have
+ * none, and then nothing needs copying (typed-array subarrays cost ~1 µs each).
+ */
+function decidedAt(verdicts: Uint16Array, slot: number): boolean {
+  for (let i = 0; i < verdicts.length; i++) {
+    const v = verdicts[i]!;
+    if (v !== 0 && v >> 8 <= slot) return true;
+  }
+  return false;
 }
 
 /** Encodes records once per subscribed sink. */

@@ -308,9 +308,16 @@ export class PipelineRuntime {
     for (const input of this.#sinkInputs) {
       const records = result.outputs.get(input);
       if (!records || records.length === 0) continue;
-      let text = '';
-      for (const r of records) text += stringify(r) + '\n';
-      ops.outbox.push({ pipeline: this.key, output: input, receivedMs: meta.receivedMs, records: text });
+      // Joined, not `+=`: a string built by `+=` is a tree of pieces, and flattening it when the
+      // commit goes to the writer thread made postMessage ~5x slower (100 vs 21 µs for 24 rows).
+      const lines = records.map(stringify);
+      lines.push('');
+      ops.outbox.push({
+        pipeline: this.key,
+        output: input,
+        receivedMs: meta.receivedMs,
+        records: lines.join('\n'),
+      });
     }
   }
 
