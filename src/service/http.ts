@@ -4,6 +4,7 @@
  * decoded by the http source, so a bad record never fails the whole request.
  */
 import { randomUUID } from 'node:crypto';
+import swagger from '@fastify/swagger';
 import Fastify, {
   LogController,
   type FastifyBaseLogger,
@@ -14,7 +15,8 @@ import Fastify, {
 import { ERRORS, SluiceError, type ErrorCode } from '../errors.ts';
 import { bodyFormat, inflate, jsonBounds, recordCount } from '../sources/http/index.ts';
 import type { PipelineHandle, ServiceHandle, TenantHandle } from './api.ts';
-import { openApiDocument } from './openapi.ts';
+import { openApiOptions } from './openapi.ts';
+import { ROUTE_SCHEMAS as schemas } from './route-schemas.ts';
 
 const DOCS = 'https://github.com/sluice-dev/sluice/blob/main/docs/errors.md';
 
@@ -257,6 +259,18 @@ export function buildApp(service: ServiceHandle): FastifyInstance {
     );
   });
 
+  app.register(swagger, openApiOptions);
+  // @fastify/swagger documents the routes added once it has loaded: they come in a plugin after it.
+  app.register(async (api) => routes(api, service));
+  return app;
+}
+
+/**
+ * The routes of the API. Their schemas only document them (route-schemas.ts): Fastify validates
+ * and serializes nothing with them, so checks and answers are the handlers' own.
+ */
+function routes(app: FastifyInstance, service: ServiceHandle): void {
+  const { limits } = service.config;
   const pipelineOf = (req: FastifyRequest): PipelineHandle => {
     const tenant = service.authenticate(req.headers.authorization);
     if (!tenant)
@@ -272,17 +286,17 @@ export function buildApp(service: ServiceHandle): FastifyInstance {
     return runtime;
   };
 
-  app.get('/healthz', async () => ({ status: 'ok' }));
-  app.get('/readyz', async (_req, reply) => {
+  app.get('/healthz', { schema: schemas.getHealth }, async () => ({ status: 'ok' }));
+  app.get('/readyz', { schema: schemas.getReadiness }, async (_req, reply) => {
     const { ready, body } = await service.readiness();
     if (ready) return body;
     return reply.code(503).header('retry-after', '1').send(body);
   });
-  app.get('/metrics', async (_req, reply) => {
+  app.get('/metrics', { schema: schemas.getMetrics }, async (_req, reply) => {
     reply.type(service.metrics.registry.contentType);
     return service.metricsText();
   });
-  app.get('/openapi.json', async () => openApiDocument());
+  app.get('/openapi.json', { schema: schemas.getOpenApi }, async () => app.swagger());
 
   /**
    * Before the body is read: authenticates and finds the pipeline (401 and 404 cost nothing of the
@@ -308,7 +322,7 @@ export function buildApp(service: ServiceHandle): FastifyInstance {
 
   app.post<{ Params: PipelineParams }>(
     '/v1/pipelines/:pipeline/events',
-    { onRequest: admitIngest },
+    { onRequest: admitIngest, schema: schemas.ingestEvents },
     async (req, reply) => {
       const runtime = pipelineOf(req);
       const raw = (req.body as Buffer | undefined) ?? Buffer.alloc(0);
@@ -390,6 +404,7 @@ export function buildApp(service: ServiceHandle): FastifyInstance {
 
   app.get<{ Params: PipelineParams; Querystring: Record<string, string> }>(
     '/v1/pipelines/:pipeline/windows',
+    { schema: schemas.listWindows },
     async (req) => {
       const runtime = pipelineOf(req);
       const { from, to, limit, cursor, output, ...filters } = req.query;
@@ -428,6 +443,7 @@ export function buildApp(service: ServiceHandle): FastifyInstance {
 
   app.get<{ Params: PipelineParams; Querystring: Record<string, string> }>(
     '/v1/pipelines/:pipeline/dead-letters',
+    { schema: schemas.listDeadLetters },
     async (req) => {
       const runtime = pipelineOf(req);
       const { reason, from, to, limit, cursor, ...rest } = req.query;
@@ -453,7 +469,7 @@ export function buildApp(service: ServiceHandle): FastifyInstance {
 
   app.post<{ Params: PipelineParams }>(
     '/v1/pipelines/:pipeline/dead-letters/replay',
-    { onRequest: admitIngest },
+    { onRequest: admitIngest, schema: schemas.replayDeadLetters },
     async (req, reply) => {
       const runtime = pipelineOf(req);
       const raw = (req.body as Buffer | undefined) ?? Buffer.alloc(0);
@@ -499,6 +515,4 @@ export function buildApp(service: ServiceHandle): FastifyInstance {
       return reply.code(200).send({ ...result.answer, skipped: result.skipped });
     },
   );
-
-  return app;
 }
