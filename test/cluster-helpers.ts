@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { jetstreamManager } from '@nats-io/jetstream';
 import { connect } from '@nats-io/transport-node';
+import { subjectOf } from '../dist/cluster/log.js';
 import type postgres from 'postgres';
 import assert from 'node:assert/strict';
 import { assertSameResults, compareWithExpected, paymentsCopy, tempDir } from './helpers.ts';
@@ -18,10 +19,12 @@ import {
   deadFromLetters,
   getJson,
   postEvents,
+  producerRequestId,
   sha256Hex,
   startServer,
   type Batch,
   type DeadLine,
+  type Producer,
   type Server,
   type TenantSpec,
   writeResults,
@@ -119,6 +122,26 @@ export async function lastSeq(stream: string, url = NATS_URL): Promise<number> {
   }
 }
 
+/**
+ * The last sequence JetStream stored in `stream` for a pipeline's subject; 0 when the subject has
+ * no message left (a checkpoint, committed after the position it covers, purged them).
+ */
+export async function lastSeqOf(
+  stream: string,
+  tenant: string,
+  pipeline: string,
+  url = NATS_URL,
+): Promise<number> {
+  const nc = await connect({ servers: url, timeout: 2000 });
+  try {
+    const jsm = await jetstreamManager(nc);
+    const last = await jsm.streams.getMessage(stream, { last_by_subj: subjectOf(stream, tenant, pipeline) });
+    return last?.seq ?? 0;
+  } finally {
+    await nc.close();
+  }
+}
+
 /** Waits until the pipeline's committed position in PostgreSQL reaches `seq`. */
 export async function caughtUp(
   sql: postgres.Sql,
@@ -146,16 +169,17 @@ export interface PgLetter {
   reason: string;
 }
 
-/** The pipeline's windows, dead letters and large payments as PostgreSQL holds them. */
+/** The pipeline's windows, dead letters and large payments (in `largeTable`) as PostgreSQL holds them. */
 export async function pgResults(
   sql: postgres.Sql,
   pipeline: string,
+  largeTable = 'large_payments',
 ): Promise<{ windows: Record<string, unknown>[]; letters: PgLetter[]; large: Record<string, unknown>[] }> {
   const windows = await sql<{ row: string; closed: boolean }[]>`
     SELECT row::text AS row, closed FROM sluice_windows WHERE pipeline = ${pipeline} ORDER BY window_start, key`;
   const letters = await sql<{ id: string; request_id: string | null; letter: string }[]>`
     SELECT id, request_id, letter::text AS letter FROM sluice_dead_letters WHERE pipeline = ${pipeline} ORDER BY id`;
-  const large = await sql<{ record: string }[]>`SELECT record::text AS record FROM large_payments`;
+  const large = await sql<{ record: string }[]>`SELECT record::text AS record FROM ${sql(largeTable)}`;
   return {
     windows: windows.map((w) => ({ ...(JSON.parse(w.row) as Record<string, unknown>), closed: w.closed })),
     letters: letters.map((l) => {
@@ -366,6 +390,15 @@ export async function runWorkload(o: ScenarioOptions): Promise<{ servers: Server
   }
 }
 
+/** The instance that owns `pipeline` once one does (after a kill, ownership moves for a moment). */
+export async function ownerNow(servers: Server[], pipeline: string, timeoutMs = 30_000): Promise<number> {
+  for (const deadline = Date.now() + timeoutMs; Date.now() < deadline; await sleep(50)) {
+    const owner = await ownerOf(servers, pipeline);
+    if (owner >= 0) return owner;
+  }
+  throw new Error(`no instance owns ${pipeline} after ${timeoutMs} ms`);
+}
+
 /** The instance whose /readyz says it owns `pipeline`, or -1. */
 export async function ownerOf(servers: Server[], pipeline: string): Promise<number> {
   for (const [i, s] of servers.entries()) {
@@ -373,4 +406,114 @@ export async function ownerOf(servers: Server[], pipeline: string): Promise<numb
     if ((r.body as { owns?: string[] }).owns?.includes(pipeline)) return i;
   }
   return -1;
+}
+
+/** A cluster a test drives itself: its configs on a fresh stream and schema; `clear()` drops them. */
+export interface FreshCluster {
+  dir: string;
+  stream: string;
+  /** A client in the cluster's schema. */
+  sql: postgres.Sql;
+  /** One config per instance (a, b, ...), each serving the pipelines with {@link WORKLOAD_KEY}. */
+  configs: string[];
+  clear(): Promise<void>;
+}
+
+/** The postgres table of a {@link freshCluster} pipeline's large payments. */
+export const largeTableOf = (pipeline: string): string => `large_${pipeline}`;
+
+/**
+ * The configs of `instances` instances serving, for tenant `acme`, the {@link clusterPayments}
+ * pipeline under each name in `pipelines` (a name of letters and `_`; default: just
+ * {@link WORKLOAD_PIPELINE}), each with its own table of large payments ({@link largeTableOf}), on
+ * a fresh stream and schema.
+ */
+export async function freshCluster(
+  label: string,
+  o: { instances: number; pipelines?: string[]; extra?: Record<string, unknown> },
+): Promise<FreshCluster> {
+  const dir = tempDir(`sluice-cluster-${label}-`);
+  const stream = streamName(label);
+  const db = await freshSchema(label);
+  const sql = pgIn(db.schema);
+  const pipelines = Object.fromEntries(
+    (o.pipelines ?? [WORKLOAD_PIPELINE]).map((name) => {
+      const file = clusterPayments(join(dir, name));
+      writeFileSync(
+        file,
+        readFileSync(file, 'utf8').replace('table: large_payments', `table: ${largeTableOf(name)}`),
+      );
+      return [name, file];
+    }),
+  );
+  const configs = ['a', 'b', 'c', 'd'].slice(0, o.instances).map((name) =>
+    writeClusterConfig(dir, name, {
+      stream,
+      schema: db.schema,
+      tenants: { acme: { keys: [WORKLOAD_KEY], pipelines } },
+      extra: o.extra,
+    }),
+  );
+  return {
+    dir,
+    stream,
+    sql,
+    configs,
+    async clear() {
+      const cleared = await Promise.allSettled([sql.end(), db.drop(), dropStream(stream)]);
+      for (const c of cleared) if (c.status === 'rejected') console.error(`cleanup: ${String(c.reason)}`);
+    },
+  };
+}
+
+/**
+ * What a {@link freshCluster} holds for each producer's pipeline once its owner has read the whole
+ * stream, in the comparison format (dead letters mapped to input lines through their request ids);
+ * returns a result directory per producer. Also waits until the outbox is delivered, stops
+ * `servers`, and checks that each pipeline's file sink got the same large payments as its postgres
+ * table, each once.
+ */
+export async function clusterHoldings(
+  cluster: FreshCluster,
+  servers: Server[],
+  producers: Producer[],
+): Promise<string[]> {
+  const { sql } = cluster;
+  const held = [];
+  for (const p of producers) {
+    await caughtUp(sql, `acme/${p.pipeline}`, await lastSeqOf(cluster.stream, 'acme', p.pipeline));
+    const results = await pgResults(sql, `acme/${p.pipeline}`, largeTableOf(p.pipeline));
+    const actual = clusterResults(join(cluster.dir, 'actual', p.name), {
+      batches: p.batches,
+      windows: results.windows,
+      dead: deadFromLetters(p.batches, results.letters, producerRequestId(p.name)),
+      large: results.large,
+    });
+    held.push({ p, actual, large: results.large });
+  }
+  for (const deadline = Date.now() + 30_000; ;) {
+    const [row] = await sql<{ n: string }[]>`SELECT count(*) AS n FROM sluice_outbox`;
+    if (Number(row!.n) === 0) break;
+    if (Date.now() > deadline) assert.fail(`${row!.n} outbox rows are still undelivered`);
+    await sleep(100);
+  }
+  for (const s of servers)
+    assert.deepEqual(await s.stop(), { code: 0, signal: null }, s.output().slice(-3000));
+  const byId = (a: Record<string, unknown>, b: Record<string, unknown>): number =>
+    String(a.id).localeCompare(String(b.id));
+  for (const { p, large } of held) {
+    const file = readFileSync(
+      join(cluster.dir, 'data', 'outputs', 'acme', p.pipeline, 'large.ndjson'),
+      'utf8',
+    )
+      .split('\n')
+      .filter((l) => l !== '')
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
+    assert.deepEqual(
+      file.sort(byId),
+      [...large].sort(byId),
+      `${p.name}: the large payments in the file sink`,
+    );
+  }
+  return held.map((h) => h.actual);
 }

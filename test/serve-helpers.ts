@@ -9,6 +9,7 @@ import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { gzipSync } from 'node:zlib';
+import Database from 'better-sqlite3';
 import { BIN, PAYMENTS, ROOT } from './helpers.ts';
 
 export const sha256Hex = (key: string): string => createHash('sha256').update(key).digest('hex');
@@ -432,4 +433,332 @@ export function writeResults(
   writeFileSync(join(out, 'large.ndjson'), r.large);
   writeFileSync(join(out, 'summary.json'), JSON.stringify(r.summary, null, 2) + '\n');
   return out;
+}
+
+const LF = Buffer.from('\n');
+
+/**
+ * One request per workload line, as a client that sends single events would post them: a line
+ * that is a JSON object, or starts like one, as `application/json`; any other line (an empty one,
+ * a JSON array) as a one-line NDJSON body, since as JSON it would be no record, or several.
+ */
+export function singleEventRequests(lines: Buffer[]): Batch[] {
+  return lines.map((line, at) =>
+    line[0] === 0x7b
+      ? {
+          first: at,
+          count: 1,
+          kind: 'json-object',
+          body: line,
+          headers: { 'content-type': 'application/json' },
+        }
+      : {
+          first: at,
+          count: 1,
+          kind: 'ndjson',
+          body: Buffer.concat([line, LF]),
+          headers: { 'content-type': 'application/x-ndjson' },
+        },
+  );
+}
+
+/** Consecutive NDJSON batches of 1 to `max` lines, every line with its LF. */
+export function ndjsonBatches(lines: Buffer[], random: () => number, max = 500): Batch[] {
+  const batches: Batch[] = [];
+  for (let at = 0; at < lines.length;) {
+    const count = Math.min(lines.length - at, 1 + Math.floor(random() * max));
+    batches.push({
+      first: at,
+      count,
+      kind: 'ndjson',
+      body: Buffer.concat(lines.slice(at, at + count).flatMap((l) => [l, LF])),
+      headers: { 'content-type': 'application/x-ndjson' },
+    });
+    at += count;
+  }
+  return batches;
+}
+
+/** A client of a kill run: posts its batches to its pipeline in order, each once it has a 202. */
+export interface Producer {
+  /** Its part of request ids (`<name>-<batch>`) and Idempotency-Keys. */
+  name: string;
+  pipeline: string;
+  batches: Batch[];
+}
+
+/** The request id of a producer's batch `b` (for {@link deadFromLetters}). */
+export const producerRequestId =
+  (name: string) =>
+  (b: number): string =>
+    `${name}-${b}`;
+
+/** The Idempotency-Key of a producer's batch `b` in a kill run (`run` is {@link KillOptions.run}). */
+export const producerIdempotencyKey = (run: string, name: string, b: number): string => `${run}-${name}-${b}`;
+
+export interface KillOptions {
+  /** How many servers run at once; `start(slot)` starts the one in a slot, and starts it again after a kill. */
+  slots: number;
+  start(slot: number): Promise<Server>;
+  key: string;
+  producers: Producer[];
+  /** Kills to make, each when the producers have done a seeded random share of their work. */
+  kills: number;
+  random: () => number;
+  /** Part of every Idempotency-Key: unique per run, so that no key is answered from an earlier run. */
+  run: string;
+  /** The slot to kill (the owner, in a cluster); slot 0 by default. */
+  victim?(servers: Server[]): Promise<number>;
+  /** How long one batch may go without a 202 (ms; 60 s by default). */
+  retryForMs?: number;
+  /** Told of each kill once its slot is up again (a benchmark's progress line). */
+  onKill?(kill: KillRun['kills'][number], n: number): void;
+  /** Stops the load and the kills (a test's `t.signal`, aborted when it times out). */
+  signal?: AbortSignal;
+}
+
+export interface KillRun {
+  /** By producer, the body of each batch's 202, by batch. */
+  answers: unknown[][];
+  /** Every request sent: first attempts and retries. */
+  requests: number;
+  retries: number;
+  /** 202 answers with `idempotent-replayed: true`. */
+  replays: number;
+  /** Attempts that got no 202, by cause: fetch's error code (ECONNREFUSED, UND_ERR_SOCKET...) or `HTTP <status>`. */
+  failures: Map<string, number>;
+  /**
+   * Each kill: the slot, requests in flight, the producers' share of work done when it came, and
+   * how long the slot was down (ms, from the kill until its new server listened).
+   */
+  kills: { slot: number; inFlight: number; progress: number; downMs: number }[];
+  /** The servers running at the end, by slot. */
+  servers: Server[];
+  /** Output of the servers that exited without being killed. */
+  exitedAlone: string[];
+  wallMs: number;
+}
+
+/**
+ * Producers post their batches at once, each batch with a stable Idempotency-Key and X-Request-Id,
+ * retrying it on connection errors and 5xx (on the next slot that is up) until it gets a 202,
+ * while a server is SIGKILLed `o.kills` times and started again in its slot. The kills are spread
+ * over the load: kill k comes when the producers' mean share of events acknowledged passes a
+ * seeded random point in the k-th of `o.kills` equal parts of 5% to 90%, after a seeded random
+ * delay of up to 100 ms. The load never gets more than half a part past a kill that has not come
+ * yet (the producers wait for it), so every kill comes while the load runs, even where another
+ * slot takes the load while the victim restarts.
+ */
+export async function ingestUnderKills(o: KillOptions): Promise<KillRun> {
+  const started = performance.now();
+  const servers: Server[] = [];
+  for (let slot = 0; slot < o.slots; slot++) servers.push(await o.start(slot));
+  /** A slot being restarted: resolves with its new server, or rejects when it fails to start. */
+  const restarting = new Map<number, Promise<Server>>();
+  const acked = o.producers.map(() => 0);
+  const totals = o.producers.map((p) => p.batches.reduce((n, b) => n + b.count, 0));
+  const progress = (): number =>
+    acked.reduce((sum, n, p) => sum + (totals[p] ? n / totals[p]! : 1), 0) / o.producers.length;
+  const run: KillRun = {
+    answers: o.producers.map(() => []),
+    requests: 0,
+    retries: 0,
+    replays: 0,
+    failures: new Map(),
+    kills: [],
+    servers,
+    exitedAlone: [],
+    wallMs: 0,
+  };
+  const fail = (cause: string): void => void run.failures.set(cause, (run.failures.get(cause) ?? 0) + 1);
+  let inFlight = 0;
+  let done = false;
+  const finish = (): void => {
+    done = true;
+    for (const wake of waiting.splice(0)) wake();
+  };
+  const points = Array.from({ length: o.kills }, (_, k) => 0.05 + (0.85 * (k + o.random())) / o.kills);
+  /** How far the load may run past a kill's point before the producers wait for that kill. */
+  const slack = 0.85 / o.kills / 2;
+  /** Producers waiting for the next kill. */
+  const waiting: (() => void)[] = [];
+
+  const target = async (n: number): Promise<Server> => {
+    for (let i = 0; i < o.slots; i++) {
+      const slot = (n + i) % o.slots;
+      if (!restarting.has(slot)) return servers[slot]!;
+    }
+    return restarting.get(n % o.slots)!;
+  };
+
+  const produce = async (p: number): Promise<void> => {
+    const producer = o.producers[p]!;
+    const requestId = producerRequestId(producer.name);
+    for (const [b, batch] of producer.batches.entries()) {
+      while (!done && run.kills.length < points.length && progress() > points[run.kills.length]! + slack)
+        await new Promise<void>((wake) => waiting.push(wake));
+      const deadline = Date.now() + (o.retryForMs ?? 60_000);
+      for (let attempt = 1; !done; attempt++) {
+        const server = await target(b + attempt);
+        run.requests++;
+        if (attempt > 1) run.retries++;
+        let res: Response | undefined;
+        let text = '';
+        inFlight++;
+        try {
+          res = await fetch(`${server.url}/v1/pipelines/${producer.pipeline}/events`, {
+            method: 'POST',
+            headers: {
+              ...batch.headers,
+              authorization: `Bearer ${o.key}`,
+              'idempotency-key': producerIdempotencyKey(o.run, producer.name, b),
+              'x-request-id': requestId(b),
+            },
+            body: batch.body,
+            // A request the server does not answer in this time is a hang, not a crash.
+            signal: AbortSignal.timeout(30_000),
+          });
+          text = await res.text();
+        } catch (err) {
+          if ((err as Error).name === 'TimeoutError')
+            throw new Error(`${producer.name} batch ${b} attempt ${attempt}: no answer in 30 s`, {
+              cause: err,
+            });
+          res = undefined;
+          fail((err as { cause?: { code?: string } }).cause?.code ?? (err as Error).name);
+        } finally {
+          inFlight--;
+        }
+        if (res?.status === 202) {
+          if (res.headers.get('idempotent-replayed') === 'true') {
+            if (attempt === 1) throw new Error(`${producer.name} batch ${b}: a first attempt was a replay`);
+            run.replays++;
+          }
+          run.answers[p]![b] = JSON.parse(text);
+          acked[p]! += batch.count;
+          break;
+        }
+        if (res && res.status < 500)
+          throw new Error(`${producer.name} batch ${b} (${batch.kind}): ${res.status} ${text}`);
+        if (res) fail(`HTTP ${res.status}`);
+        if (Date.now() > deadline)
+          throw new Error(`${producer.name} batch ${b}: no 202 in ${o.retryForMs ?? 60_000} ms`);
+        await sleep(10);
+      }
+    }
+  };
+
+  const killLoop = async (): Promise<void> => {
+    for (const point of points) {
+      while (!done && progress() < point) await sleep(5);
+      await sleep(o.random() * 100);
+      if (done) return;
+      const slot = o.victim ? await o.victim(servers) : 0;
+      const victim = servers[slot]!;
+      if (victim.proc.exitCode !== null || victim.proc.signalCode !== null)
+        run.exitedAlone.push(victim.output().slice(-2000));
+      let up!: (s: Server) => void;
+      let broken!: (e: unknown) => void;
+      const next = new Promise<Server>((resolve, reject) => ((up = resolve), (broken = reject)));
+      next.catch(() => {});
+      restarting.set(slot, next);
+      const kill = { slot, inFlight, progress: progress(), downMs: 0 };
+      const killedAt = performance.now();
+      run.kills.push(kill);
+      for (const wake of waiting.splice(0)) wake();
+      await victim.kill();
+      try {
+        servers[slot] = await o.start(slot);
+      } catch (err) {
+        broken(err);
+        throw err;
+      }
+      kill.downMs = performance.now() - killedAt;
+      restarting.delete(slot);
+      up(servers[slot]);
+      o.onKill?.(kill, run.kills.length);
+    }
+  };
+
+  o.signal?.addEventListener('abort', finish);
+  const killer = killLoop().catch((err: unknown) => {
+    finish();
+    throw err;
+  });
+  killer.catch(() => {}); // awaited below, after the producers
+  const producing = Promise.allSettled(
+    o.producers.map((_, p) =>
+      produce(p).catch((err: unknown) => {
+        finish();
+        throw err;
+      }),
+    ),
+  ).finally(finish);
+  const settled = [...(await producing), ...(await Promise.allSettled([killer]))];
+  for (const s of servers)
+    if (s.proc.exitCode !== null || s.proc.signalCode !== null) run.exitedAlone.push(s.output().slice(-2000));
+  const failed = settled.find((s) => s.status === 'rejected');
+  if (failed) throw failed.reason;
+  o.signal?.throwIfAborted();
+  run.wallMs = performance.now() - started;
+  return run;
+}
+
+export interface ProducerResults {
+  /** The result directory with the dead letters from the 202 answers, and the same from GET dead-letters. */
+  fromAnswers: string;
+  fromLetters: string;
+  /** The answers the store keeps for the producer's pipeline (its `requests` table), by Idempotency-Key. */
+  stored: Map<string, unknown>;
+}
+
+/**
+ * What the embedded runtime holds at the end of a kill run, per producer, in the comparison format
+ * (to compare with `sluice run` of its input): windows and dead letters from the API, then, once the
+ * server has stopped (and delivered its sinks), large payments from the pipeline's `large` file
+ * sink and the answers kept in the store. The server must be the one started on `config`'s store in `dir`.
+ */
+export async function killRunResults(r: {
+  dir: string;
+  server: Server;
+  tenant: string;
+  key: string;
+  producers: Producer[];
+  answers: unknown[][];
+}): Promise<ProducerResults[]> {
+  const { dir, server, tenant, key, producers, answers } = r;
+  const fromApi: { windows: Record<string, unknown>[]; letters: Letter[] }[] = [];
+  for (const p of producers)
+    fromApi.push({
+      windows: await allWindows(server, p.pipeline, key),
+      letters: await allDeadLetters(server, p.pipeline, key),
+    });
+  const stopped = await server.stop();
+  assert.deepEqual(stopped, { code: 0, signal: null }, server.output().slice(-3000));
+  const db = new Database(join(dir, 'store', 'sluice.db'), { readonly: true });
+  try {
+    const storedOf = db.prepare('SELECT key, answer FROM requests WHERE pipeline = ?');
+    return producers.map((p, i) => {
+      const common = {
+        batches: p.batches,
+        answers: answers[i] as Answer[],
+        windows: fromApi[i]!.windows,
+        largeSink: join(dir, 'store', 'outputs', tenant, p.pipeline, 'large.ndjson'),
+      };
+      const rows = storedOf.all(`${tenant}/${p.pipeline}`) as { key: string; answer: string }[];
+      return {
+        fromAnswers: workloadResults(join(dir, 'actual', p.name, 'answers'), {
+          ...common,
+          dead: deadFromAnswers(p.batches, common.answers),
+        }),
+        fromLetters: workloadResults(join(dir, 'actual', p.name, 'letters'), {
+          ...common,
+          dead: deadFromLetters(p.batches, fromApi[i]!.letters, producerRequestId(p.name)),
+        }),
+        stored: new Map(rows.map((row) => [row.key, JSON.parse(row.answer) as unknown])),
+      };
+    });
+  } finally {
+    db.close();
+  }
 }

@@ -29,8 +29,20 @@ export function createMetrics(options: { defaults?: boolean } = {}) {
       registry.removeSingleMetric(`sluice_nodejs_active_${kind}_total`);
   }
   const threads: { name: string; utilization: () => EventLoopUtilization; counted: number }[] = [];
+  const tallies = new Map<string, Tally>();
+  // Every counter a tally feeds moves all tallies in first, whichever is read first.
+  const collect = (): void => {
+    for (const t of tallies.values()) t.flush(m);
+  };
   const m = {
     registry,
+    /** The tally of a pipeline's per-request counts (see Tally). */
+    tallyOf(labels: { tenant: string; pipeline: string }): Tally {
+      const key = `${labels.tenant}/${labels.pipeline}`;
+      let t = tallies.get(key);
+      if (!t) tallies.set(key, (t = new Tally({ tenant: labels.tenant, pipeline: labels.pipeline })));
+      return t;
+    },
     /**
      * Counts a thread's busy time (its event loop's, from `eventLoopUtilization`) under `thread`.
      * The event loop lag of the default metrics is the HTTP thread's only; this shows which thread
@@ -57,6 +69,7 @@ export function createMetrics(options: { defaults?: boolean } = {}) {
       help: 'Lines (NDJSON lines, array elements, single events) in processed requests, good or bad.',
       labelNames: TP,
       registers: [registry],
+      collect,
     }),
     // The four below count records: lines plus records added by fan-out. received = accepted +
     // duplicate + dead, whatever the pipeline's steps do.
@@ -65,30 +78,35 @@ export function createMetrics(options: { defaults?: boolean } = {}) {
       help: 'Records in processed requests, good or bad: their lines plus records added by fan-out.',
       labelNames: TP,
       registers: [registry],
+      collect,
     }),
     accepted: new Counter({
       name: 'sluice_events_accepted_total',
       help: 'Records accepted: not rejected and not duplicates.',
       labelNames: TP,
       registers: [registry],
+      collect,
     }),
     duplicates: new Counter({
       name: 'sluice_events_duplicate_total',
       help: 'Records dropped as duplicates of an earlier one.',
       labelNames: TP,
       registers: [registry],
+      collect,
     }),
     dead: new Counter({
       name: 'sluice_events_dead_total',
       help: 'Records that failed, by reason (with dead_letters_per: line, fewer dead letters are stored).',
       labelNames: [...TP, 'reason'],
       registers: [registry],
+      collect,
     }),
     windowsClosed: new Counter({
       name: 'sluice_windows_closed_total',
       help: 'Window rows closed and written to the store.',
       labelNames: [...TP, 'output'],
       registers: [registry],
+      collect,
     }),
     sinkRecords: new Counter({
       name: 'sluice_sink_records_total',
@@ -178,15 +196,51 @@ export function countChunk(
   result: ChunkResult,
   windowed: WindowedOutput[],
 ): void {
+  const t = m.tallyOf(labels);
   const { records, accepted, duplicates } = recordCounts(result);
-  m.lines.inc(labels, result.records);
-  m.received.inc(labels, records);
-  m.accepted.inc(labels, accepted);
-  if (duplicates > 0) m.duplicates.inc(labels, duplicates);
-  for (const [name, n] of Object.entries(result.counters))
-    if (name.startsWith('dead.')) m.dead.inc({ ...labels, reason: name.slice(5) }, n);
+  t.lines += result.records;
+  t.received += records;
+  t.accepted += accepted;
+  t.duplicates += duplicates;
+  for (const name in result.counters)
+    if (name.charCodeAt(0) === 100 && name.startsWith('dead.')) {
+      const reason = name.slice(5);
+      t.dead.set(reason, (t.dead.get(reason) ?? 0) + result.counters[name]!);
+    }
   for (const w of windowed) {
     const n = result.outputs.get(w.output)?.length ?? 0;
-    if (n > 0) m.windowsClosed.inc({ ...labels, output: w.output }, n);
+    if (n > 0) t.windows.set(w.output, (t.windows.get(w.output) ?? 0) + n);
+  }
+}
+
+/**
+ * One pipeline's per-request counts, added up in plain numbers and moved into the labelled
+ * counters when /metrics is read: a labelled `inc` hashes and checks its labels (~1 µs), and five
+ * or more per request were ~5% of the pipeline thread at 10k single-event requests/s.
+ */
+class Tally {
+  lines = 0;
+  received = 0;
+  accepted = 0;
+  duplicates = 0;
+  readonly dead = new Map<string, number>();
+  readonly windows = new Map<string, number>();
+
+  constructor(readonly labels: { tenant: string; pipeline: string }) {}
+
+  flush(m: Metrics): void {
+    const labels = this.labels;
+    // Every series of an active pipeline exists from its first request, at 0 if need be.
+    if (this.lines > 0 || this.received > 0) {
+      m.lines.inc(labels, this.lines);
+      m.received.inc(labels, this.received);
+      m.accepted.inc(labels, this.accepted);
+      if (this.duplicates > 0) m.duplicates.inc(labels, this.duplicates);
+    }
+    for (const [reason, n] of this.dead) m.dead.inc({ ...labels, reason }, n);
+    for (const [output, n] of this.windows) m.windowsClosed.inc({ ...labels, output }, n);
+    this.lines = this.received = this.accepted = this.duplicates = 0;
+    this.dead.clear();
+    this.windows.clear();
   }
 }

@@ -1,0 +1,161 @@
+/**
+ * Durability of `sluice serve` under SIGKILL with a mixed load (issue 11): four producers post at
+ * once, two of them one event per request (application/json), two of them NDJSON batches of 1 to
+ * 500 lines, every request with a stable Idempotency-Key and retried on connection errors and 5xx
+ * until it gets a 202, while the server is SIGKILLed 20 times at seeded random moments and started
+ * again on the same store.
+ *
+ * Each producer posts a payments sample of its own, in order, to a pipeline of its own: requests
+ * to one pipeline from concurrent producers would reach it in any order, which changes which
+ * events count as duplicates or late, and each pipeline's results must equal `sluice run` of its
+ * input exactly (windows, dead letters both from the 202 answers and from GET dead-letters, the
+ * large payments sink, the summary). The store also keeps, for each pipeline, exactly one answer
+ * per acknowledged request, the one its producer got: the events accepted in the 202 answers are
+ * the events in the windows, and nothing acknowledged is lost or counted twice.
+ * bench/crash.ts runs the same with many more kills.
+ */
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, describe, it } from 'node:test';
+import { prng } from '../dist/cli/demo.js';
+import { assertSameResults, batchResults, PAYMENTS, sampleInput, tempDir } from './helpers.ts';
+import {
+  ingestUnderKills,
+  killRunResults,
+  ndjsonBatches,
+  producerIdempotencyKey,
+  readLines,
+  singleEventRequests,
+  startServer,
+  writeServiceConfig,
+  type Answer,
+  type Producer,
+  type Server,
+} from './serve-helpers.ts';
+
+const KEY = 'sk_kill_mixed_test';
+const SEED = 20261124;
+/** Kills: ingestUnderKills makes every one while the load runs (the producers wait for a late one). */
+const KILLS = 20;
+/** Each producer's input: [name, events, seed of the sample generator]. */
+const INPUTS = [
+  ['single-a', 1_000, 31],
+  ['single-b', 1_000, 32],
+  ['ndjson-a', 10_000, 33],
+  ['ndjson-b', 10_000, 34],
+] as const;
+
+/** The events counted in a result directory's windows. */
+const windowCount = (resultDir: string): number =>
+  readFileSync(join(resultDir, 'windows.ndjson'), 'utf8')
+    .split('\n')
+    .filter((l) => l !== '')
+    .reduce((n, l) => n + (JSON.parse(l) as { count: number }).count, 0);
+
+describe('sluice serve under SIGKILL with concurrent single-event and NDJSON producers', () => {
+  const dir = tempDir('sluice-serve-kill-mixed-');
+  const started: Server[] = [];
+  let closed = false;
+
+  after(async () => {
+    closed = true;
+    for (const s of started) if (s.proc.exitCode === null && s.proc.signalCode === null) await s.kill();
+  });
+
+  it(
+    'counts every acknowledged event exactly once across at least 20 kills',
+    { timeout: 170_000 },
+    async (t) => {
+      const random = prng(SEED);
+      const inputs = INPUTS.map(([name, events, seed]) => ({ name, input: sampleInput(events, seed) }));
+      const producers: Producer[] = inputs.map(({ name, input }) => {
+        const lines = readLines(input);
+        return {
+          name,
+          pipeline: name,
+          batches: name.startsWith('single') ? singleEventRequests(lines) : ndjsonBatches(lines, random),
+        };
+      });
+      const references = await Promise.all(inputs.map(({ input }) => batchResults(input)));
+      // Short intervals, so that kills land before and after checkpoints and during sink deliveries.
+      const config = writeServiceConfig(
+        dir,
+        { acme: { keys: [KEY], pipelines: Object.fromEntries(INPUTS.map(([name]) => [name, PAYMENTS])) } },
+        { checkpoint: { interval: '300ms' }, sinks: { interval: '50ms' } },
+      );
+      const runId = `${process.pid}-${Date.now()}`;
+      const run = await ingestUnderKills({
+        slots: 1,
+        start: async () => {
+          const s = await startServer(config);
+          started.push(s);
+          // A restart that ends after the test timed out must not outlive it.
+          if (closed) await s.kill();
+          return s;
+        },
+        key: KEY,
+        producers,
+        kills: KILLS,
+        random,
+        run: runId,
+        signal: t.signal,
+      });
+      const killed = run.kills.filter((k) => k.inFlight > 0).length;
+      t.diagnostic(
+        `${run.kills.length} kills (${killed} with requests in flight, down ` +
+          `${(run.kills.reduce((n, k) => n + k.downMs, 0) / run.kills.length / 1000).toFixed(1)} s each on average) ` +
+          `in ${(run.wallMs / 1000).toFixed(1)} s; ` +
+          `${run.requests} requests for ${producers.reduce((n, p) => n + p.batches.length, 0)} batches, ` +
+          `${run.replays} idempotent replays, failed attempts: ${JSON.stringify(Object.fromEntries(run.failures))}; ` +
+          `kills at ${run.kills.map((k) => `${Math.round(k.progress * 100)}%`).join(' ')} of the load`,
+      );
+      assert.deepEqual(run.exitedAlone, [], 'a server exited without being killed');
+      assert.ok(run.kills.length >= 20, `only ${run.kills.length} kills`);
+      assert.ok(killed > 0, 'no kill came while a request was in flight');
+      assert.ok(
+        [...run.failures.keys()].some((code) => code !== 'ECONNREFUSED' && !code.startsWith('HTTP')),
+        'no request was cut off by a kill',
+      );
+      assert.ok(
+        run.replays > 0,
+        'no retry was answered from the store: no kill fell between commit and answer',
+      );
+
+      const results = await killRunResults({
+        dir,
+        server: run.servers[0]!,
+        tenant: 'acme',
+        key: KEY,
+        producers,
+        answers: run.answers,
+      });
+      for (const [i, p] of producers.entries()) {
+        const answers = run.answers[i] as Answer[];
+        for (const [b, batch] of p.batches.entries()) {
+          const a = answers[b]!;
+          assert.equal(a.accepted + a.duplicates + a.rejected.length, batch.count, `${p.name} batch ${b}`);
+        }
+        const accepted = answers.reduce((n, a) => n + a.accepted, 0);
+        assert.equal(windowCount(results[i]!.fromAnswers), accepted, `${p.name}: events in the windows`);
+        const reference = references[i]!;
+        assertSameResults(
+          reference,
+          results[i]!.fromAnswers,
+          `${p.name}, with the dead letters from the answers`,
+        );
+        assertSameResults(
+          reference,
+          results[i]!.fromLetters,
+          `${p.name}, with the dead letters from the API`,
+        );
+        // One stored answer per acknowledged request, the one the producer got.
+        assert.deepEqual(
+          results[i]!.stored,
+          new Map(answers.map((a, b) => [producerIdempotencyKey(runId, p.name, b), a])),
+          `${p.name}: the answers in the store`,
+        );
+      }
+    },
+  );
+});
