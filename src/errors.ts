@@ -141,6 +141,12 @@ export const ERRORS = {
     status: 400,
     hint: 'docs/http-api.md and /openapi.json describe every parameter.',
   },
+  SLUICE_ERR_HEADERS_TOO_LARGE: {
+    category: 'request',
+    title: "The request's headers are too large",
+    status: 431,
+    hint: 'Send less than 16 KiB of headers.',
+  },
   SLUICE_ERR_BODY_MALFORMED: {
     category: 'request',
     title: 'The request body could not be read as events',

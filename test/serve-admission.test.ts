@@ -161,7 +161,7 @@ describe('sluice serve: records per body', { timeout: 60_000 }, () => {
         '[' + Array(1001).fill('{}').join(',') + ']',
         'application/json',
       ],
-      ['1,001 blank NDJSON lines', '\n'.repeat(1001), 'application/x-ndjson'],
+      ['1,000 blank NDJSON lines and an object', '\n'.repeat(1000) + '{}\n', 'application/x-ndjson'],
       ['1,001 events', (event + '\n').repeat(1001), 'application/x-ndjson'],
     ];
     for (const [what, body, type] of cases) {
@@ -178,10 +178,91 @@ describe('sluice serve: records per body', { timeout: 60_000 }, () => {
     assert.deepEqual(((await dead.json()) as { items: unknown[] }).items, []);
   });
 
+  it('an answer lists the first 100 rejections and counts the rest by reason', async () => {
+    const body = [...Array(150).fill('{"broken'), ...Array(30).fill('[1]'), event].join('\n') + '\n';
+    const res = await postEvents(server, 'payments', KEYS.a, body);
+    assert.equal(res.status, 202, JSON.stringify(res.body));
+    const a = res.body as {
+      records: number;
+      accepted: number;
+      duplicates: number;
+      rejected: { index: number }[];
+      rejected_omitted: { count: number; records: number; reasons: Record<string, number> };
+    };
+    assert.equal(a.records, 181);
+    assert.equal(a.rejected.length, 100);
+    assert.deepEqual(
+      a.rejected.map((r) => r.index),
+      Array.from({ length: 100 }, (_, i) => i),
+    );
+    assert.deepEqual(a.rejected_omitted, { count: 80, records: 80, reasons: { parse: 50, invalid: 30 } });
+    assert.equal(a.accepted + a.duplicates + a.rejected.length + a.rejected_omitted.records, a.records);
+  });
+
   it('a body of exactly limits.body_records records is taken', async () => {
     const res = await postEvents(server, 'payments', KEYS.a, '[' + Array(1000).fill(event).join(',') + ']', {
       'content-type': 'application/json',
     });
     assert.equal(res.status, 202, JSON.stringify(res.body));
   });
+});
+
+/** Sends raw bytes and resolves with everything answered until the server closes. */
+async function raw(server: Server, request: string): Promise<{ status: number; type: string; body: string }> {
+  const { hostname, port } = new URL(server.url);
+  const socket = connect(Number(port), hostname);
+  const text = await new Promise<string>((resolve, reject) => {
+    let got = '';
+    socket.on('data', (d: Buffer) => (got += d.toString('utf8')));
+    socket.on('close', () => resolve(got));
+    socket.on('error', reject);
+    socket.write(request.replaceAll('{host}', `${hostname}:${port}`));
+  });
+  const [head = '', body = ''] = text.split('\r\n\r\n');
+  return {
+    status: Number(head.split(' ')[1]),
+    type: /content-type: ([^\r]*)/i.exec(head)?.[1] ?? '',
+    body,
+  };
+}
+
+// Issue 13, finding 8: these were Fastify's `{"error":"Bad Request"}` at 3dd00e6.
+describe('sluice serve: requests that are not valid HTTP get problem documents', { timeout: 60_000 }, () => {
+  let server: Server;
+  before(async () => {
+    server = await startServer(writeServiceConfig(tempDir('sluice-bad-http-'), { a: { keys: [KEYS.a] } }));
+  });
+  after(() => server?.stop());
+
+  const start = `POST /v1/pipelines/payments/events HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer ${KEYS.a}\r\nContent-Type: application/x-ndjson\r\n`;
+  const cases: { name: string; request: string; status: number; code: string }[] = [
+    {
+      name: 'a bad chunk size',
+      request: `${start}Transfer-Encoding: chunked\r\n\r\nZZ\r\n${event}\r\n0\r\n\r\n`,
+      status: 400,
+      code: 'SLUICE_ERR_BAD_REQUEST',
+    },
+    {
+      name: 'Content-Length beside Transfer-Encoding',
+      request: `${start}Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n`,
+      status: 400,
+      code: 'SLUICE_ERR_BAD_REQUEST',
+    },
+    {
+      name: 'a 100 KB header',
+      request: `${start}X-Big: ${'a'.repeat(100 * 1024)}\r\nContent-Length: 2\r\n\r\n{}`,
+      status: 431,
+      code: 'SLUICE_ERR_HEADERS_TOO_LARGE',
+    },
+  ];
+  for (const c of cases)
+    it(`${c.name} → ${c.status} ${c.code}`, async () => {
+      const answer = await raw(server, c.request);
+      assert.equal(answer.status, c.status, answer.body);
+      assert.equal(answer.type, 'application/problem+json');
+      const problem = JSON.parse(answer.body) as { code: string; status: number; title: string };
+      assert.equal(problem.code, c.code);
+      assert.equal(problem.status, c.status);
+      assert.ok(problem.title.length > 0);
+    });
 });

@@ -4,6 +4,8 @@
  * decoded by the http source, so a bad record never fails the whole request.
  */
 import { randomUUID } from 'node:crypto';
+import { STATUS_CODES } from 'node:http';
+import type { Duplex } from 'node:stream';
 import swagger from '@fastify/swagger';
 import Fastify, {
   LogController,
@@ -13,7 +15,7 @@ import Fastify, {
   type FastifyRequest,
 } from 'fastify';
 import { ERRORS, SluiceError, type ErrorCode } from '../errors.ts';
-import { bodyFormat, inflate, jsonBounds, recordCount } from '../sources/http/index.ts';
+import { bodyFormat, inflate, isBlank, jsonBounds, recordCount } from '../sources/http/index.ts';
 import type { PipelineHandle, ServiceHandle, TenantHandle } from './api.ts';
 import { openApiOptions } from './openapi.ts';
 import { ROUTE_SCHEMAS as schemas } from './route-schemas.ts';
@@ -50,6 +52,42 @@ function problem(reply: FastifyReply, err: SluiceError, extra: Record<string, un
       request_id: reply.request.id,
       ...extra,
     });
+}
+
+/**
+ * Requests Node cannot parse (a bad chunk size, Content-Length beside Transfer-Encoding, headers
+ * over 16 KiB, a request that took longer than requestTimeout) never reach a route: they get a
+ * problem document here too, not Fastify's `{"error":"Bad Request"}`, and the connection closes.
+ */
+function clientError(service: ServiceHandle, err: Error & { code?: string }, socket: Duplex): void {
+  if (err.code === 'ECONNRESET' || err.code === 'EPIPE' || !socket.writable) {
+    socket.destroy();
+    return;
+  }
+  const code: ErrorCode =
+    err.code === 'HPE_HEADER_OVERFLOW'
+      ? 'SLUICE_ERR_HEADERS_TOO_LARGE'
+      : err.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+        ? 'SLUICE_ERR_BODY_TIMEOUT'
+        : 'SLUICE_ERR_BAD_REQUEST';
+  const spec = ERRORS[code] as { status: number; title: string; hint: string };
+  const detail =
+    code === 'SLUICE_ERR_BODY_TIMEOUT'
+      ? 'the request did not arrive within 30 s'
+      : `the request is not valid HTTP/1.1: ${err.message}`;
+  const body = JSON.stringify({
+    type: `${DOCS}#${code.toLowerCase()}`,
+    title: spec.title,
+    status: spec.status,
+    detail,
+    code,
+    hint: spec.hint,
+  });
+  service.metrics.rejectedRequests.inc({ tenant: '', code });
+  socket.end(
+    `HTTP/1.1 ${spec.status} ${STATUS_CODES[spec.status]}\r\nContent-Type: application/problem+json\r\n` +
+      `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+  );
 }
 
 /** Fastify's own errors, in the catalogue's terms. */
@@ -203,6 +241,7 @@ export function buildApp(service: ServiceHandle): FastifyInstance {
     requestTimeout: 30_000,
     http: { connectionsCheckingInterval: 1_000 },
     forceCloseConnections: 'idle',
+    clientErrorHandler: (err, socket) => clientError(service, err, socket),
   });
 
   // Bodies stay raw bytes: the http source decodes them (and decides what is malformed).
@@ -342,6 +381,9 @@ function routes(app: FastifyInstance, service: ServiceHandle): void {
           );
         const gzip = encoding !== 'identity';
         const body = gzip ? await inflate(raw, limits.bodyBytes) : raw;
+        // Empty is a client's mistake in either format (before, an empty NDJSON body was a 202).
+        if (format === 'ndjson' && isBlank(body))
+          throw new SluiceError('SLUICE_ERR_BODY_MALFORMED', 'the body is empty');
         const bounds = format === 'json' ? await jsonBounds(body) : null;
         const records = recordCount(body, bounds);
         // Bounded before any record is parsed: what a body costs grows with its records, not only

@@ -148,6 +148,24 @@ const rejectionRecords = {
   description: "With `dead_letters_per: line`: how many of the line's records failed.",
 };
 
+/** Rejections past the first 100 of an answer (runtime.ts, ANSWER_REJECTIONS). */
+const rejectedOmitted = {
+  type: 'object',
+  description:
+    'Only when more than 100 records were rejected: the rejections past the first 100, counted instead of listed (all are in the dead-letter store).',
+  required: ['count', 'records', 'reasons'],
+  additionalProperties: false,
+  properties: {
+    count: { type: 'integer', minimum: 1, description: 'Rejections not listed.' },
+    records: { type: 'integer', minimum: 1, description: 'Records they stand for.' },
+    reasons: {
+      type: 'object',
+      additionalProperties: { type: 'integer', minimum: 1 },
+      description: 'Rejections not listed, by reason.',
+    },
+  },
+};
+
 const dependency = (what: string): Json => ({
   type: 'string',
   enum: ['up', 'down'],
@@ -229,6 +247,7 @@ export const COMPONENT_SCHEMAS: Record<string, Json> = {
         description: 'Records dropped by a dedupe step as duplicates of an earlier event.',
       },
       rejected: { type: 'array', items: ref('Rejection') },
+      rejected_omitted: rejectedOmitted,
     },
   },
   QueuedAnswer: {
@@ -323,6 +342,7 @@ export const COMPONENT_SCHEMAS: Record<string, Json> = {
           },
         },
       },
+      rejected_omitted: rejectedOmitted,
       skipped,
     },
   },

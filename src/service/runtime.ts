@@ -46,6 +46,8 @@ export interface IngestAnswer {
   accepted: number;
   duplicates: number;
   rejected: Rejection[];
+  /** Rejections past ANSWER_REJECTIONS, counted instead of listed. */
+  rejected_omitted?: { count: number; records: number; reasons: Record<string, number> };
 }
 
 /** A request body as it goes to the log: as received (maybe gzip), with JSON record bounds. */
@@ -349,6 +351,7 @@ export class PipelineRuntime {
       accepted: number;
       duplicates: number;
       rejected: (Rejection & { id: number })[];
+      rejected_omitted?: IngestAnswer['rejected_omitted'];
     };
     skipped: { id: number; reason: string }[];
     durable: Promise<void>;
@@ -367,6 +370,7 @@ export class PipelineRuntime {
         accepted: answer.accepted,
         duplicates: answer.duplicates,
         rejected,
+        ...(answer.rejected_omitted ? { rejected_omitted: answer.rejected_omitted } : {}),
       },
       skipped,
       durable,
@@ -621,9 +625,17 @@ export function replayBody(
   return { ids, body: Buffer.concat(parts), bounds: Int32Array.from(bounds), skipped };
 }
 
+/**
+ * Rejections an answer lists one by one. A body of 100,000 bad records answered with every one
+ * made a 90 MB answer (issue 13, finding 2); past this many, the answer counts the rest by reason,
+ * and the dead letters themselves are all in the store.
+ */
+export const ANSWER_REJECTIONS = 100;
+
 /** What a processed request gives: its accepted records, duplicates and rejections. */
 export function ingestAnswer(result: ChunkResult): IngestAnswer {
-  const rejected = (result.outputs.get(DEAD_OUTPUT) ?? []).map((letter) => {
+  const letters = result.outputs.get(DEAD_OUTPUT) ?? [];
+  const rejected = letters.slice(0, ANSWER_REJECTIONS).map((letter) => {
     const r: Rejection = {
       index: letter.index as number,
       reason: letter.reason as string,
@@ -634,7 +646,19 @@ export function ingestAnswer(result: ChunkResult): IngestAnswer {
     return r;
   });
   const { records, accepted, duplicates } = recordCounts(result);
-  return { records, accepted, duplicates, rejected };
+  const answer: IngestAnswer = { records, accepted, duplicates, rejected };
+  if (letters.length > ANSWER_REJECTIONS) {
+    const omitted = { count: 0, records: 0, reasons: {} as Record<string, number> };
+    for (let i = ANSWER_REJECTIONS; i < letters.length; i++) {
+      const letter = letters[i]!;
+      const reason = letter.reason as string;
+      omitted.count++;
+      omitted.records += (letter.records as number | undefined) ?? 1;
+      omitted.reasons[reason] = (omitted.reasons[reason] ?? 0) + 1;
+    }
+    answer.rejected_omitted = omitted;
+  }
+  return answer;
 }
 
 /**
