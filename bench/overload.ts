@@ -34,17 +34,17 @@
  *          [--preconnect N] [--drain S] [--interval S]
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createHash } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { availableParallelism, cpus, loadavg, tmpdir, totalmem } from 'node:os';
-import { join, resolve } from 'node:path';
+import { resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Pool } from 'undici';
-import { BIN as SLUICE_BIN, PAYMENTS, sampleInput } from '../test/helpers.ts';
+import { sampleInput } from '../test/helpers.ts';
 import { BodySequence, loadTemplates, type BodyKind } from './http-events.ts';
+import { cleanups, PIPELINE, startTwoTenants, type RunningServer } from './two-tenants.ts';
 import {
   busyCpuS,
   gitCommit,
@@ -61,7 +61,6 @@ import {
 
 const ROOT = resolve(fileURLToPath(new URL('..', import.meta.url)));
 const SCRIPT = fileURLToPath(import.meta.url);
-const PIPELINE = 'payments';
 const EVENTS_PATH = `/v1/pipelines/${PIPELINE}/events`;
 const BATCH = 100;
 const SAMPLE_EVENTS = 100_000;
@@ -351,81 +350,6 @@ async function loadMain(spec: LoadSpec): Promise<void> {
 
 // ---- the server
 
-interface RunningServer {
-  url: string;
-  pid: number;
-  stop(): Promise<{ code: number | null; signal: NodeJS.Signals | null; ms: number }>;
-  tail(): string;
-}
-
-/** Processes and directories to remove whatever happens. */
-const cleanups = new Set<() => void>();
-process.on('exit', () => {
-  for (const c of cleanups) c();
-});
-for (const signal of ['SIGINT', 'SIGTERM'] as const) process.on(signal, () => process.exit(130));
-
-const sha256 = (s: string): string => createHash('sha256').update(s).digest('hex');
-
-async function startSluice(): Promise<RunningServer> {
-  const dir = mkdtempSync(join(tmpdir(), 'sluice-bench-overload-'));
-  const config = join(dir, 'sluice.json');
-  const tenant = (key: string): Record<string, unknown> => ({
-    api_keys: [{ sha256: sha256(key) }],
-    pipelines: { [PIPELINE]: PAYMENTS },
-  });
-  writeFileSync(
-    config,
-    JSON.stringify({
-      listen: { host: '127.0.0.1', port: 0 },
-      store: { path: join(dir, 'store', 'sluice.db') },
-      tenants: { flood: tenant(KEYS.flood), light: tenant(KEYS.light) },
-    }),
-  );
-  const proc = spawn(process.execPath, [SLUICE_BIN, 'serve', config, '--log-level', 'info'], {
-    cwd: ROOT,
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let alive = true;
-  const cleanup = (): void => {
-    if (alive) proc.kill('SIGKILL');
-    rmSync(dir, { recursive: true, force: true });
-  };
-  cleanups.add(cleanup);
-  let out = '';
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) =>
-    proc.on('exit', (code, signal) => {
-      alive = false;
-      r({ code, signal });
-    }),
-  );
-  const url = await new Promise<string>((done, fail) => {
-    const onData = (d: Buffer): void => {
-      out = (out + d.toString('utf8')).slice(-8000);
-      const m = /"url":"(http:\/\/[^"]+)".*"msg":"listening"/.exec(out);
-      if (m) done(m[1]!);
-    };
-    proc.stdout.on('data', onData);
-    proc.stderr.on('data', onData);
-    void exited.then(({ code, signal }) =>
-      fail(new Error(`sluice serve exited (${code ?? signal}): ${out}`)),
-    );
-  });
-  return {
-    url,
-    pid: proc.pid!,
-    tail: () => out.trim().split('\n').slice(-5).join('\n'),
-    stop: async () => {
-      const started = performance.now();
-      proc.kill('SIGTERM');
-      const r = await exited;
-      cleanup();
-      cleanups.delete(cleanup);
-      return { ...r, ms: performance.now() - started };
-    },
-  };
-}
-
 /** What the server counted, from its /metrics: refusals by tenant and code, events by fate, event-loop delay. */
 async function counters(url: string): Promise<{ rejected: Record<string, number>; text: string[] }> {
   const text = await (await fetch(`${url}/metrics`)).text();
@@ -650,7 +574,7 @@ async function main(): Promise<void> {
   const started = performance.now();
   const loadBefore = loadavg()[0]!;
   const templates = sampleInput(SAMPLE_EVENTS);
-  const server = await startSluice();
+  const server = await startTwoTenants('sluice-bench-overload-', KEYS);
   log(`sluice serve at ${server.url} (pid ${server.pid})`);
   const rss = new RssSampler(server.pid);
   const phases: Phase[] = [];

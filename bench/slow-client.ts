@@ -23,22 +23,20 @@
  * Usage: npm run bench:slow-client -- [--duration S] [--connections N] [--trickle S] [--declared BYTES]
  *          [--light-rate REQ_PER_S] [--baseline S] [--warmup S]
  */
-import { spawn } from 'node:child_process';
-import { createHash } from 'node:crypto';
-import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { readdirSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import { availableParallelism, cpus, loadavg, tmpdir, totalmem } from 'node:os';
-import { join, resolve } from 'node:path';
+import { resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Pool } from 'undici';
-import { BIN as SLUICE_BIN, PAYMENTS, sampleInput } from '../test/helpers.ts';
+import { sampleInput } from '../test/helpers.ts';
 import { BodySequence, loadTemplates } from './http-events.ts';
+import { PIPELINE, startTwoTenants } from './two-tenants.ts';
 import { gitCommit, int, log, ms, percentile, row, rssMiB, waitQuiet } from './measure.ts';
 
 const ROOT = resolve(fileURLToPath(new URL('..', import.meta.url)));
-const PIPELINE = 'payments';
 const EVENTS_PATH = `/v1/pipelines/${PIPELINE}/events`;
 const SAMPLE_EVENTS = 100_000;
 const KEYS = { flood: 'sk_bench_slow_flood_9c2e5a7f1b3d', light: 'sk_bench_slow_light_4e8b0d6a2c9f' };
@@ -80,81 +78,6 @@ if (
 }
 
 // ---- the server
-
-interface RunningServer {
-  url: string;
-  pid: number;
-  stop(): Promise<{ code: number | null; signal: NodeJS.Signals | null; ms: number }>;
-  tail(): string;
-}
-
-/** Processes and directories to remove whatever happens. */
-const cleanups = new Set<() => void>();
-process.on('exit', () => {
-  for (const c of cleanups) c();
-});
-for (const signal of ['SIGINT', 'SIGTERM'] as const) process.on(signal, () => process.exit(130));
-
-const sha256 = (s: string): string => createHash('sha256').update(s).digest('hex');
-
-async function startSluice(): Promise<RunningServer> {
-  const dir = mkdtempSync(join(tmpdir(), 'sluice-bench-slow-client-'));
-  const config = join(dir, 'sluice.json');
-  const tenant = (key: string): Record<string, unknown> => ({
-    api_keys: [{ sha256: sha256(key) }],
-    pipelines: { [PIPELINE]: PAYMENTS },
-  });
-  writeFileSync(
-    config,
-    JSON.stringify({
-      listen: { host: '127.0.0.1', port: 0 },
-      store: { path: join(dir, 'store', 'sluice.db') },
-      tenants: { flood: tenant(KEYS.flood), light: tenant(KEYS.light) },
-    }),
-  );
-  const proc = spawn(process.execPath, [SLUICE_BIN, 'serve', config, '--log-level', 'info'], {
-    cwd: ROOT,
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let alive = true;
-  const cleanup = (): void => {
-    if (alive) proc.kill('SIGKILL');
-    rmSync(dir, { recursive: true, force: true });
-  };
-  cleanups.add(cleanup);
-  let out = '';
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) =>
-    proc.on('exit', (code, signal) => {
-      alive = false;
-      r({ code, signal });
-    }),
-  );
-  const url = await new Promise<string>((done, fail) => {
-    const onData = (d: Buffer): void => {
-      out = (out + d.toString('utf8')).slice(-8000);
-      const m = /"url":"(http:\/\/[^"]+)".*"msg":"listening"/.exec(out);
-      if (m) done(m[1]!);
-    };
-    proc.stdout.on('data', onData);
-    proc.stderr.on('data', onData);
-    void exited.then(({ code, signal }) =>
-      fail(new Error(`sluice serve exited (${code ?? signal}): ${out}`)),
-    );
-  });
-  return {
-    url,
-    pid: proc.pid!,
-    tail: () => out.trim().split('\n').slice(-5).join('\n'),
-    stop: async () => {
-      const started = performance.now();
-      proc.kill('SIGTERM');
-      const r = await exited;
-      cleanup();
-      cleanups.delete(cleanup);
-      return { ...r, ms: performance.now() - started };
-    },
-  };
-}
 
 async function metricsText(url: string): Promise<string> {
   return (await fetch(`${url}/metrics`)).text();
@@ -334,7 +257,7 @@ const started = performance.now();
 const loadBefore = loadavg()[0]!;
 const templates = sampleInput(SAMPLE_EVENTS);
 const singles = new BodySequence(loadTemplates(templates, 'single'));
-const server = await startSluice();
+const server = await startTwoTenants('sluice-bench-slow-client-', KEYS);
 const port = Number(new URL(server.url).port);
 log(`sluice serve at ${server.url} (pid ${server.pid})`);
 const pool = new Pool(new URL(server.url).origin, {
