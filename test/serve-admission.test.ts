@@ -161,7 +161,7 @@ describe('sluice serve: records per body', { timeout: 60_000 }, () => {
         '[' + Array(1001).fill('{}').join(',') + ']',
         'application/json',
       ],
-      ['1,000 blank NDJSON lines and an object', '\n'.repeat(1000) + '{}\n', 'application/x-ndjson'],
+      ['1,001 blank NDJSON lines', '\n'.repeat(1001), 'application/x-ndjson'],
       ['1,001 events', (event + '\n').repeat(1001), 'application/x-ndjson'],
     ];
     for (const [what, body, type] of cases) {

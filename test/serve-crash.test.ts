@@ -25,6 +25,7 @@ import {
   type Answer,
   type Server,
   workloadResults,
+  rejectedRecords,
 } from './serve-helpers.ts';
 
 /** Kills per run: enough to land in every phase, few enough to keep the run short. */
@@ -162,7 +163,7 @@ describe(`sluice serve under SIGKILL while ingesting (${SAMPLE_100K.name})`, () 
             }
             const answer = JSON.parse(text) as Answer;
             assert.equal(
-              answer.accepted + answer.duplicates + answer.rejected.length,
+              answer.accepted + answer.duplicates + rejectedRecords(answer),
               batch.count,
               `batch ${b}: ${text}`,
             );

@@ -352,7 +352,12 @@ export interface Answer {
   accepted: number;
   duplicates: number;
   rejected: { index: number; reason: string; detail: string; pointer?: string }[];
+  /** Past 100 rejections, the rest counted (docs/http-api.md). */
+  rejected_omitted?: { count: number; records: number; reasons: Record<string, number> };
 }
+
+/** Records an answer rejected, listed or counted. */
+export const rejectedRecords = (a: Answer): number => a.rejected.length + (a.rejected_omitted?.records ?? 0);
 
 export interface DeadLine {
   line: number;
@@ -362,9 +367,15 @@ export interface DeadLine {
 
 /** The workload's dead letters, by input line, from the 202 answers of `batches`. */
 export function deadFromAnswers(batches: Batch[], answers: Answer[]): DeadLine[] {
-  return answers.flatMap((a, b) =>
-    a.rejected.map((x) => ({ line: batches[b]!.first + x.index + 1, reason: x.reason, detail: x.detail })),
-  );
+  return answers.flatMap((a, b) => {
+    // Only a listed rejection says which line failed: every one must be listed here.
+    if (a.rejected_omitted) throw new Error(`batch ${b}: ${a.rejected_omitted.count} rejections not listed`);
+    return a.rejected.map((x) => ({
+      line: batches[b]!.first + x.index + 1,
+      reason: x.reason,
+      detail: x.detail,
+    }));
+  });
 }
 
 /** The same from the dead-letter store, through each letter's request id. */

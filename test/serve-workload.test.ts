@@ -36,6 +36,7 @@ import {
   type Letter,
   type Server,
   workloadResults,
+  rejectedRecords,
 } from './serve-helpers.ts';
 
 const KEY = 'sk_workload_test';
@@ -85,7 +86,7 @@ for (const w of [SAMPLE_100K, SEED1_100K]) {
           assert.equal(r.status, 202, `batch ${b} (${batch.kind}): ${JSON.stringify(r.body)}`);
           const answer = r.body as Answer;
           assert.equal(
-            answer.accepted + answer.duplicates + answer.rejected.length,
+            answer.accepted + answer.duplicates + rejectedRecords(answer),
             batch.count,
             `batch ${b} (${batch.kind}, ${batch.count} records): ${JSON.stringify(answer)}`,
           );

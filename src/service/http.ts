@@ -15,7 +15,7 @@ import Fastify, {
   type FastifyRequest,
 } from 'fastify';
 import { ERRORS, SluiceError, type ErrorCode } from '../errors.ts';
-import { bodyFormat, inflate, isBlank, jsonBounds, recordCount } from '../sources/http/index.ts';
+import { bodyFormat, inflate, jsonBounds, recordCount } from '../sources/http/index.ts';
 import type { PipelineHandle, ServiceHandle, TenantHandle } from './api.ts';
 import { openApiOptions } from './openapi.ts';
 import { ROUTE_SCHEMAS as schemas } from './route-schemas.ts';
@@ -381,8 +381,9 @@ function routes(app: FastifyInstance, service: ServiceHandle): void {
           );
         const gzip = encoding !== 'identity';
         const body = gzip ? await inflate(raw, limits.bodyBytes) : raw;
-        // Empty is a client's mistake in either format (before, an empty NDJSON body was a 202).
-        if (format === 'ndjson' && isBlank(body))
+        // No bytes at all is a client's mistake in either format (an empty NDJSON body was a 202).
+        // A blank line is a record, a `parse` dead letter, as in a file: the workload has them.
+        if (format === 'ndjson' && body.length === 0)
           throw new SluiceError('SLUICE_ERR_BODY_MALFORMED', 'the body is empty');
         const bounds = format === 'json' ? await jsonBounds(body) : null;
         const records = recordCount(body, bounds);

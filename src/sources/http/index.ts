@@ -57,12 +57,6 @@ export async function inflate(body: Buffer, maxBytes: number): Promise<Buffer> {
 
 const isSpace = (c: number): boolean => c === 32 || c === 10 || c === 13 || c === 9;
 
-/** Whether a body holds nothing but whitespace: empty, whatever its media type. */
-export function isBlank(body: Uint8Array): boolean {
-  for (let i = 0; i < body.length; i++) if (!isSpace(body[i]!)) return false;
-  return true;
-}
-
 /** [start, end) byte offsets of every record of a JSON body, as the JSON decoder wants them. */
 export async function jsonBounds(body: Buffer): Promise<Int32Array> {
   let first = 0;
