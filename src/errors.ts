@@ -73,14 +73,19 @@ export const ERRORS = {
     hint: 'Check the path, the format (csv or json) and that the key column exists in every row.',
   },
   SLUICE_ERR_INPUT_NOT_FOUND: {
-    category: 'input',
-    title: 'Input file not found',
-    hint: 'Check the --input path, or pass `-` to read standard input.',
+    category: 'usage',
+    title: 'Input file not found or not readable',
+    hint: 'Check the --input path and that this user may read it, or pass `-` to read standard input.',
   },
   SLUICE_ERR_INPUT_CORRUPT: {
     category: 'input',
     title: 'Input could not be read to the end (for example a truncated gzip file)',
     hint: 'Re-fetch or re-compress the input; no output was written, so the run can simply be repeated.',
+  },
+  SLUICE_ERR_PATH_UNWRITABLE: {
+    category: 'usage',
+    title: 'A directory could not be created or written',
+    hint: "Give a path this user can create and write (--out, --data, store.path or the sink's path), or create the directory and set its owner first.",
   },
   SLUICE_ERR_SINK_WRITE: {
     category: 'runtime',

@@ -446,12 +446,12 @@ describe('input files', () => {
     assert.equal(r.code, 0, r.stderr);
   });
 
-  it('a missing input file → exit 1, SLUICE_ERR_INPUT_NOT_FOUND naming the path, no output files', async () => {
+  it('a missing input file → exit 2 (a usage error), SLUICE_ERR_INPUT_NOT_FOUND naming the path, no output files', async () => {
     const dir = tempDir();
     const missing = join(dir, 'no-such-events.ndjson');
     const out = join(dir, 'out');
     const r = await runPayments(missing, out);
-    assert.equal(r.code, 1, r.stderr);
+    assert.equal(r.code, 2, r.stderr);
     assert.match(r.stderr, /SLUICE_ERR_INPUT_NOT_FOUND/);
     assert.ok(r.stderr.includes(missing), `stderr names the path: ${r.stderr}`);
     const files = existsSync(out) ? readdirSync(out) : [];
@@ -491,6 +491,52 @@ describe('input files', () => {
     const r = await runPayments('-', out, { input: readFileSync(plain, 'utf8') });
     assert.equal(r.code, 0, r.stderr);
     assert.deepEqual(resultsOf(out), resultsOf(reference));
+  });
+});
+
+describe('paths that cannot be used (issue 13, finding 7)', () => {
+  // Each of these hung at 100% CPU (--out, --data under /proc: Node's recursive mkdir loops on
+  // ENOENT from an existing parent) or exited 1 with a stack trace and no help line.
+  const bounded = { killAfterMs: 30_000 };
+  const sample = (): string => {
+    const file = join(tempDir(), 'events.ndjson');
+    writeFileSync(file, JSON.stringify({ id: eventId(1) }) + '\n');
+    return file;
+  };
+  const usageError = (r: Ran, path: string): void => {
+    assert.equal(r.signal, null, `ended by itself, not killed after 30 s: ${r.stderr}`);
+    assert.equal(r.code, 2, r.stderr);
+    assert.match(r.stderr, /^error\[SLUICE_ERR_PATH_UNWRITABLE\]: cannot create or write /m);
+    assert.ok(r.stderr.includes(path), `names ${path}: ${r.stderr}`);
+    assert.match(r.stderr, /^ {2}help: /m);
+    assert.doesNotMatch(r.stderr, /\n\s+at /, 'no stack trace');
+  };
+
+  it('--out where no directory can be created → exit 2, SLUICE_ERR_PATH_UNWRITABLE with help, at once', async () => {
+    const r = await sluice(['run', PAYMENTS, '--input', sample(), '--out', '/proc/sluice-nope'], bounded);
+    usageError(r, '/proc/sluice-nope');
+  });
+
+  it('--out under a regular file → exit 2 naming the file that is in the way', async () => {
+    const file = sample();
+    const r = await sluice(['run', PAYMENTS, '--input', file, '--out', join(file, 'out')], bounded);
+    usageError(r, file);
+    assert.match(r.stderr, /exists and is not a directory/);
+  });
+
+  it('sluice serve --data where no directory can be created → exit 2 before listening', async () => {
+    const r = await sluice(
+      ['serve', '--data', '/proc/sluice-nope', '--host', '127.0.0.1', '--port', '0'],
+      bounded,
+    );
+    usageError(r, '/proc/sluice-nope');
+  });
+
+  it('an input that is a directory → exit 2, SLUICE_ERR_INPUT_NOT_FOUND', async () => {
+    const dir = tempDir();
+    const r = await sluice(['run', PAYMENTS, '--input', dir, '--out', join(dir, 'out')], bounded);
+    assert.equal(r.code, 2, r.stderr);
+    assert.match(r.stderr, /SLUICE_ERR_INPUT_NOT_FOUND.*is a directory/);
   });
 });
 

@@ -2,13 +2,14 @@
  * `sluice demo` (what `npm start` runs): writes a sample of payment events, with the usual dirt
  * (malformed lines, wrong types, redeliveries, late arrivals), and runs examples/payments over it.
  */
-import { createWriteStream, mkdirSync } from 'node:fs';
+import { createWriteStream } from 'node:fs';
 import { once } from 'node:events';
 import { join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { loadPipeline } from '../core/config.ts';
 import { prepare, runPipeline } from '../core/engine.ts';
 import { formatSummary } from './run.ts';
+import { makeDirectory } from '../core/paths.ts';
 
 const EXAMPLE = fileURLToPath(new URL('../../examples/payments/pipeline.yaml', import.meta.url));
 
@@ -94,7 +95,7 @@ export function* sampleEvents(count: number, seed = 7): Generator<string> {
 export async function demoCommand(flags: { events: number; out: string }): Promise<number> {
   const out = resolve(flags.out);
   const results = join(out, 'results');
-  mkdirSync(results, { recursive: true });
+  makeDirectory(results, '--out');
   const input = join(out, 'events.ndjson');
   const file = createWriteStream(input);
   for (const line of sampleEvents(flags.events)) if (!file.write(line + '\n')) await once(file, 'drain');

@@ -5,13 +5,14 @@
  * Imports of `sluice` resolve to this package, so helpers and `reject()` are shared, not copied.
  */
 import { createHash } from 'node:crypto';
-import { mkdirSync, writeFileSync, existsSync } from 'node:fs';
+import { writeFileSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import type { Message } from 'esbuild';
 import { SluiceError } from '../errors.ts';
 import type { ModuleRef } from './types.ts';
+import { makeDirectory } from './paths.ts';
 
 const SLUICE_ENTRY = fileURLToPath(new URL('../index.js', import.meta.url));
 
@@ -29,7 +30,7 @@ export async function compileModules(refs: readonly ModuleRef[]): Promise<Module
   // Loaded on demand: only the main thread compiles, and only pipelines with modules need it.
   const { build } = await import('esbuild');
   const dir = join(tmpdir(), `sluice-modules-${process.getuid?.() ?? 'user'}`);
-  mkdirSync(dir, { recursive: true });
+  makeDirectory(dir, 'the compiled-module cache');
   for (const path of new Set(refs.map((r) => r.path))) {
     let code: string;
     try {

@@ -1,7 +1,8 @@
 /** The optional summary file: chosen run counters, written atomically at the end of a run. */
-import { rename, writeFile, mkdir } from 'node:fs/promises';
+import { rename, writeFile } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import type { SummaryConfig } from './config.ts';
+import { makeDirectoryAsync } from './paths.ts';
 
 /** Evaluates `a + b + c` over counters; a counter never incremented is 0. */
 export function summarize(config: SummaryConfig, counters: Record<string, number>): Record<string, number> {
@@ -18,7 +19,7 @@ export async function writeSummary(
   outDir: string,
 ): Promise<void> {
   const path = resolve(outDir, config.path);
-  await mkdir(dirname(path), { recursive: true });
+  await makeDirectoryAsync(dirname(path), 'the summary directory');
   const tmp = `${path}.${process.pid}.tmp`;
   await writeFile(tmp, JSON.stringify(summarize(config, counters), null, 2) + '\n');
   await rename(tmp, path);

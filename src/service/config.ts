@@ -4,7 +4,7 @@
  * Errors name file, line, column and key path, as pipeline errors do.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -21,6 +21,7 @@ import { registry } from '../core/registry.ts';
 import type { SinkCapabilities } from '../core/types.ts';
 import { parseDuration } from '../helpers/time.ts';
 import { SluiceError } from '../errors.ts';
+import { makeDirectory } from '../core/paths.ts';
 
 export interface TenantLimits {
   /** Token bucket refill rates; undefined means unlimited. */
@@ -540,7 +541,7 @@ const PACKAGE_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..'
  */
 export function embeddedConfig(dataDir: string): ServiceConfig {
   const keyFile = join(dataDir, 'demo-api-key');
-  mkdirSync(dataDir, { recursive: true });
+  makeDirectory(dataDir, 'the data directory (--data)');
   if (!existsSync(keyFile))
     writeFileSync(keyFile, `sk_demo_${randomBytes(18).toString('base64url')}\n`, { mode: 0o600 });
   const key = readFileSync(keyFile, 'utf8').trim();

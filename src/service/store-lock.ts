@@ -14,11 +14,10 @@
  * The holder's pid, host and start time are committed in the lock file before the lock is taken,
  * so a second instance can name it (readers are not blocked by the held write transaction).
  */
-import { mkdirSync } from 'node:fs';
 import { hostname } from 'node:os';
-import { dirname } from 'node:path';
 import type Database from 'better-sqlite3';
 import { SluiceError } from '../errors.ts';
+import { makeParentDirectory } from '../core/paths.ts';
 
 export interface StoreLock {
   readonly path: string;
@@ -40,7 +39,7 @@ const lockPathOf = (storePath: string): string => `${storePath}.lock`;
 /** Takes the store's lock, or throws SLUICE_ERR_STORE_LOCKED naming the process that holds it. */
 export function lockStore(Driver: typeof Database, storePath: string): StoreLock {
   const path = lockPathOf(storePath);
-  mkdirSync(dirname(path), { recursive: true });
+  makeParentDirectory(path, 'the store directory');
   const db = new Driver(path, { timeout: 0 });
   try {
     if (!begin(db)) throw locked(db, storePath, path);

@@ -16,9 +16,8 @@
  * Ids that cursors point at (`dead_letters.id`, `outbox.seq`) are AUTOINCREMENT: once delivered
  * rows are deleted, a plain rowid would start again below the cursors and rows would be skipped.
  */
-import { mkdirSync } from 'node:fs';
-import { dirname } from 'node:path';
 import type Database from 'better-sqlite3';
+import { makeParentDirectory } from '../core/paths.ts';
 
 export const STORE_SCHEMA_VERSION = 1;
 
@@ -156,7 +155,7 @@ export function emptyOps(): CommitOps {
 }
 
 export function openDatabase(Driver: typeof Database, path: string, readonly: boolean): Database.Database {
-  if (!readonly) mkdirSync(dirname(path), { recursive: true });
+  if (!readonly) makeParentDirectory(path, 'the store directory');
   const db = new Driver(path, { readonly });
   if (!readonly) {
     db.pragma('journal_mode = WAL');

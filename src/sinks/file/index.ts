@@ -4,22 +4,15 @@
  * a half-written file. In append mode (`sluice serve`) batches are added to the target itself
  * (gzip as one member per batch, which gzip readers concatenate) and fsynced at each commit.
  */
-import {
-  createWriteStream,
-  existsSync,
-  mkdirSync,
-  rmSync,
-  statSync,
-  truncateSync,
-  type WriteStream,
-} from 'node:fs';
+import { createWriteStream, existsSync, rmSync, statSync, truncateSync, type WriteStream } from 'node:fs';
 import { open, rename } from 'node:fs/promises';
-import { dirname, resolve } from 'node:path';
+import { resolve } from 'node:path';
 import { once } from 'node:events';
 import { createGzip, type Gzip } from 'node:zlib';
 import { SluiceError } from '../../errors.ts';
 import { ndjson, stringify } from '../../core/encode.ts';
 import type { Encoder, Rec, SinkEnv, SinkSpec, SinkWriter } from '../../core/types.ts';
+import { makeParentDirectory } from '../../core/paths.ts';
 
 export interface FileSinkConfig {
   type: 'file';
@@ -70,7 +63,7 @@ class FileWriter implements SinkWriter {
     append: SinkEnv['append'] | undefined,
   ) {
     this.#target = target;
-    mkdirSync(dirname(target), { recursive: true });
+    makeParentDirectory(target, 'the output directory');
     if (append) {
       let size = existsSync(target) ? statSync(target).size : 0;
       if (append.truncateTo !== undefined && size > append.truncateTo) {

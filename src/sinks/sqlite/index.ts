@@ -4,12 +4,12 @@
  * interrupted run leaves the database as it was. Inserts are batched (prepared statement, WAL):
  * ~340k rows/s on this machine (shared/docs/measured-facts.md).
  */
-import { mkdirSync } from 'node:fs';
-import { dirname, resolve } from 'node:path';
+import { resolve } from 'node:path';
 import type Database from 'better-sqlite3';
 import { SluiceError } from '../../errors.ts';
 import { stringify } from '../../core/encode.ts';
 import type { Rec, SinkSpec, SinkWriter } from '../../core/types.ts';
+import { makeParentDirectory } from '../../core/paths.ts';
 
 export type ColumnType = 'TEXT' | 'INTEGER' | 'REAL' | 'NUMERIC' | 'JSON';
 
@@ -44,7 +44,7 @@ class SqliteWriter implements SinkWriter {
 
   constructor(Driver: typeof Database, path: string, config: SqliteSinkConfig, append: boolean) {
     this.#path = path;
-    mkdirSync(dirname(path), { recursive: true });
+    makeParentDirectory(path, 'the output directory');
     try {
       this.#db = new Driver(path);
       this.#db.pragma('journal_mode = WAL');

@@ -3,7 +3,7 @@
  * with the gzip magic bytes, and cuts the byte stream into chunks of whole records. Each chunk
  * owns its ArrayBuffer, so it moves to a worker without a copy.
  */
-import { createReadStream, existsSync, statSync, type ReadStream } from 'node:fs';
+import { accessSync, constants, createReadStream, existsSync, statSync, type ReadStream } from 'node:fs';
 import { createGunzip } from 'node:zlib';
 import type { Readable } from 'node:stream';
 import { SluiceError } from '../../errors.ts';
@@ -76,6 +76,17 @@ export async function openFile(
   }
   if (input !== '-' && statSync(input).isDirectory()) {
     throw new SluiceError('SLUICE_ERR_INPUT_NOT_FOUND', `input ${input} is a directory, not a file`);
+  }
+  if (input !== '-') {
+    try {
+      accessSync(input, constants.R_OK);
+    } catch (err) {
+      throw new SluiceError(
+        'SLUICE_ERR_INPUT_NOT_FOUND',
+        `input file ${input} cannot be read: ${(err as Error).message}`,
+        { cause: err },
+      );
+    }
   }
   const totalBytes = input === '-' ? undefined : statSync(input).size;
   const { stream, raw, gzip } = await peekGzip(input);
