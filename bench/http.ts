@@ -26,7 +26,7 @@
  * Usage: npm run bench:http -- [--duration S] [--warmup S] [--connections N] [--batch-connections N]
  *          [--rate REQ_PER_S] [--rate-duration S] [--sustain S] [--sustain-share F]
  *          [--sustain-rate EVENTS_PER_S] [--cpu-prof DIR] [--phases bare,single,batch,fixed,sustain]
- *          [--max-others PCT] [--attempts N]
+ *          [--max-others PCT] [--attempts N] [--service-config JSON]
  *
  * The machine is shared: a maximum-throughput or fixed-rate run during which other work took more
  * than --max-others percent of it (default 15) is measured again, at most --attempts times in all
@@ -92,6 +92,7 @@ const { values: flags } = parseArgs({
     phases: { type: 'string', default: 'bare,single,batch,fixed,sustain' },
     'max-others': { type: 'string', default: '15' },
     attempts: { type: 'string', default: '3' },
+    'service-config': { type: 'string', default: '{}' },
   },
 });
 const ALL_PHASES = ['bare', 'single', 'batch', 'fixed', 'sustain'];
@@ -109,6 +110,8 @@ const SUSTAIN_S = Number(flags.sustain);
 const SUSTAIN_SHARE = Number(flags['sustain-share']);
 const SUSTAIN_RATE = flags['sustain-rate'] === undefined ? undefined : Number(flags['sustain-rate']);
 const CPU_PROF = flags['cpu-prof'] === undefined ? undefined : resolve(flags['cpu-prof']);
+/** Extra top-level service config sections for every sluice server (to compare settings). */
+const SERVICE_CONFIG = JSON.parse(flags['service-config']) as Record<string, unknown>;
 const positive = (x: number | undefined): boolean => x === undefined || (Number.isFinite(x) && x > 0);
 if (
   ![DURATION_S, RATE, RATE_DURATION_S, SUSTAIN_S, SUSTAIN_SHARE, SUSTAIN_RATE].every(positive) ||
@@ -123,7 +126,7 @@ if (
   ATTEMPTS < 1
 ) {
   console.error(
-    'usage: bench/http.ts [--duration S] [--warmup S] [--connections N] [--batch-connections N] [--rate REQ_PER_S] [--rate-duration S] [--sustain S] [--sustain-share F] [--sustain-rate EVENTS_PER_S] [--cpu-prof DIR] [--phases bare,single,batch,fixed,sustain] [--max-others PCT] [--attempts N]',
+    'usage: bench/http.ts [--duration S] [--warmup S] [--connections N] [--batch-connections N] [--rate REQ_PER_S] [--rate-duration S] [--sustain S] [--sustain-share F] [--sustain-rate EVENTS_PER_S] [--cpu-prof DIR] [--phases bare,single,batch,fixed,sustain] [--max-others PCT] [--attempts N] [--service-config JSON]',
   );
   process.exit(2);
 }
@@ -237,7 +240,7 @@ interface RunningServer {
 
 async function startSluice(): Promise<RunningServer & { dir: string }> {
   const dir = mkdtempSync(join(tmpdir(), 'sluice-bench-http-'));
-  const config = writeServiceConfig(dir, { bench: { keys: [KEY] } });
+  const config = writeServiceConfig(dir, { bench: { keys: [KEY] } }, SERVICE_CONFIG);
   // --cpu-prof is refused in NODE_OPTIONS, so the server is started here rather than by startServer.
   const profile = CPU_PROF ? ['--cpu-prof', '--cpu-prof-dir', CPU_PROF] : [];
   const proc = spawn(process.execPath, [...profile, SLUICE_BIN, 'serve', config, '--log-level', 'info'], {

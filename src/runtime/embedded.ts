@@ -82,7 +82,6 @@ export class EmbeddedRuntime {
       );
     }
     this.#committer.onFailure((err) => void this.#recoverAll(err));
-    this.metrics.watchThread('store-writer', () => this.#committer.utilization());
     this.#db = openDatabase(Database, config.store.path, true);
     const max = this.#db
       .prepare(
@@ -165,10 +164,7 @@ export class EmbeddedRuntime {
     const runtime = this.#pipeline(key);
     const body = Buffer.from(wire.body.buffer, wire.body.byteOffset, wire.body.byteLength);
     const raw = wire.raw ? Buffer.from(wire.raw.buffer, wire.raw.byteOffset, wire.raw.byteLength) : body;
-    const { answer, durable } = runtime.ingest(
-      { raw, gzip: wire.gzip, body, bounds: wire.bounds, movable: true },
-      meta,
-    );
+    const { answer, durable } = runtime.ingest({ raw, gzip: wire.gzip, body, bounds: wire.bounds }, meta);
     this.#noteLogged(runtime, raw.length);
     await durable;
     return answer;

@@ -143,7 +143,7 @@ export function createMetrics(options: { defaults?: boolean } = {}) {
     }),
     commits: new Histogram({
       name: 'sluice_store_commit_seconds',
-      help: 'Duration of one group commit (transaction and fsync) in the writer thread.',
+      help: 'Duration of one group commit (transaction and fsync) in the pipeline thread.',
       buckets: LATENCY_BUCKETS,
       registers: [registry],
     }),

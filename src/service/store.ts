@@ -1,7 +1,7 @@
 /**
- * The service's store: one SQLite file in WAL mode. The writer thread (writer-thread.ts) owns the
- * only write connection, under a lock that keeps a second service off the store (store-lock.ts);
- * the main thread reads through its own read-only connection, which WAL lets run beside the writer.
+ * The service's store: one SQLite file in WAL mode. The store writer (store-writer.ts, in the
+ * pipeline thread) owns the only write connection, under a lock that keeps a second service off the
+ * store (store-lock.ts); queries read through a read-only connection, which WAL lets run beside it.
  *
  * Tables, all keyed by pipeline (`tenant/pipeline`):
  * - `log`: every request body that was processed, in processing order, until a checkpoint covers
@@ -89,8 +89,6 @@ export interface LogRow {
   body: Uint8Array;
   /** Record boundaries for JSON bodies (Int32 pairs as bytes); null for NDJSON. */
   bounds: Uint8Array | null;
-  /** `body`'s ArrayBuffer may be moved to the writer thread (see LoggedBody.movable). */
-  movable?: boolean;
 }
 
 export interface DeadRow {

@@ -1,6 +1,6 @@
 /**
  * Copies the store's write-ahead log back into the database file (SQLite's WAL checkpoint), in a
- * thread of its own, started by the writer thread.
+ * thread of its own, started by the store writer (store-writer.ts).
  *
  * Left to SQLite, the checkpoint runs inside whichever commit pushes the WAL past its threshold, and
  * every request waiting on that commit waits for the copy and the database file's fsync too: 8–15 ms
