@@ -12,7 +12,10 @@
  *    its own process), bare then sluice: latency from each request's scheduled start (the bare
  *    row is the floor that the generator and the machine set);
  * 4. sluice with 100-event batches at a fixed share of phase 2's maximum for --sustain seconds
- *    (open loop too), the server's RSS reported every interval.
+ *    (open loop too), the server's RSS reported every interval;
+ * 5. (`cores`) phases 1 and 2 again with the server pinned to one core
+ *    (`taskset -c 0`; the load generator still runs on both): how the service scales from 1 to 2
+ *    cores, read against phases 1 and 2.
  *
  * Before the sluice phases, a probe times 4 KiB appends with fdatasync where the stores go: the
  * disk's floor for a durable answer.
@@ -25,7 +28,7 @@
  *
  * Usage: npm run bench:http -- [--duration S] [--warmup S] [--connections N] [--batch-connections N]
  *          [--rate REQ_PER_S] [--rate-duration S] [--sustain S] [--sustain-share F]
- *          [--sustain-rate EVENTS_PER_S] [--cpu-prof DIR] [--phases bare,single,batch,fixed,sustain]
+ *          [--sustain-rate EVENTS_PER_S] [--cpu-prof DIR] [--phases bare,single,batch,fixed,sustain,cores]
  *          [--max-others PCT] [--attempts N] [--service-config JSON]
  *
  * The machine is shared: a maximum-throughput or fixed-rate run during which other work took more
@@ -89,13 +92,13 @@ const { values: flags } = parseArgs({
     'sustain-share': { type: 'string', default: '0.6' },
     'sustain-rate': { type: 'string' },
     'cpu-prof': { type: 'string' },
-    phases: { type: 'string', default: 'bare,single,batch,fixed,sustain' },
+    phases: { type: 'string', default: 'bare,single,batch,fixed,sustain,cores' },
     'max-others': { type: 'string', default: '15' },
     attempts: { type: 'string', default: '3' },
     'service-config': { type: 'string', default: '{}' },
   },
 });
-const ALL_PHASES = ['bare', 'single', 'batch', 'fixed', 'sustain'];
+const ALL_PHASES = ['bare', 'single', 'batch', 'fixed', 'sustain', 'cores'];
 /** Percent of the machine that other work may take during a measured period before it is measured again. */
 const MAX_OTHERS = Number(flags['max-others']);
 const ATTEMPTS = Number(flags.attempts);
@@ -126,7 +129,7 @@ if (
   ATTEMPTS < 1
 ) {
   console.error(
-    'usage: bench/http.ts [--duration S] [--warmup S] [--connections N] [--batch-connections N] [--rate REQ_PER_S] [--rate-duration S] [--sustain S] [--sustain-share F] [--sustain-rate EVENTS_PER_S] [--cpu-prof DIR] [--phases bare,single,batch,fixed,sustain] [--max-others PCT] [--attempts N] [--service-config JSON]',
+    'usage: bench/http.ts [--duration S] [--warmup S] [--connections N] [--batch-connections N] [--rate REQ_PER_S] [--rate-duration S] [--sustain S] [--sustain-share F] [--sustain-rate EVENTS_PER_S] [--cpu-prof DIR] [--phases bare,single,batch,fixed,sustain,cores] [--max-others PCT] [--attempts N] [--service-config JSON]',
   );
   process.exit(2);
 }
@@ -238,15 +241,15 @@ interface RunningServer {
   tail(): string;
 }
 
-async function startSluice(): Promise<RunningServer & { dir: string }> {
+/** `cpus`: a taskset CPU list to pin the server to (taskset execs node, so the pid is the server's). */
+async function startSluice(cpus?: string): Promise<RunningServer & { dir: string }> {
   const dir = mkdtempSync(join(tmpdir(), 'sluice-bench-http-'));
   const config = writeServiceConfig(dir, { bench: { keys: [KEY] } }, SERVICE_CONFIG);
   // --cpu-prof is refused in NODE_OPTIONS, so the server is started here rather than by startServer.
   const profile = CPU_PROF ? ['--cpu-prof', '--cpu-prof-dir', CPU_PROF] : [];
-  const proc = spawn(process.execPath, [...profile, SLUICE_BIN, 'serve', config, '--log-level', 'info'], {
-    cwd: ROOT,
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  const argv = [process.execPath, ...profile, SLUICE_BIN, 'serve', config, '--log-level', 'info'];
+  if (cpus !== undefined) argv.unshift('taskset', '-c', cpus);
+  const proc = spawn(argv[0]!, argv.slice(1), { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) =>
     proc.on('exit', (code, signal) => r({ code, signal })),
@@ -549,8 +552,8 @@ function describe(row: Row): string {
   );
 }
 
-async function sluicePhase(run: (server: RunningServer) => Promise<Row>): Promise<Row> {
-  const server = await startSluice();
+async function sluicePhase(run: (server: RunningServer) => Promise<Row>, cpus?: string): Promise<Row> {
+  const server = await startSluice(cpus);
   let row: Row | undefined;
   try {
     row = await run(server);
@@ -732,6 +735,35 @@ const sluiceBatch =
         ),
       )
     : undefined;
+
+// 5: the same maximum-throughput phases with the server on one core.
+const oneCore = (what: string): string => `${what}, server on 1 core`;
+const sluiceSingle1 = PHASES.has('cores')
+  ? await sluicePhase(
+      (s) =>
+        cannonPhase(
+          s,
+          oneCore('sluice serve, 1 event/request'),
+          'single',
+          new BodySequence(singles),
+          CONNECTIONS,
+        ),
+      '0',
+    )
+  : undefined;
+const sluiceBatch1 = PHASES.has('cores')
+  ? await sluicePhase(
+      (s) =>
+        cannonPhase(
+          s,
+          oneCore(`sluice serve, ${BATCH}-event NDJSON`),
+          'batch',
+          new BodySequence(batches),
+          BATCH_CONNECTIONS,
+        ),
+      '0',
+    )
+  : undefined;
 
 // 3: latency at a fixed rate of single events.
 const fixedRate = PHASES.has('fixed')
@@ -933,6 +965,16 @@ targets.push([
     : 'not run',
   Number.isFinite(singleShare) ? singleShare >= 0.6 : undefined,
 ]);
+if (PHASES.has('cores')) {
+  const scaling = (two: Row | undefined, one: Row | undefined): string =>
+    two && one
+      ? `${(two.result.reqPerS / one.result.reqPerS).toFixed(2)}×`
+      : 'not run (needs single/batch too)';
+  out.push(
+    '',
+    `Scaling from 1 core to 2 (the server on both cores vs pinned to one; the load generator on both either way): single events ${scaling(sluiceSingle, sluiceSingle1)}, ${BATCH}-event batches ${scaling(sluiceBatch, sluiceBatch1)}.`,
+  );
+}
 out.push('', '| target | measured | verdict |', '|---|---|---|');
 for (const [what, measured, ok] of targets) out.push(row([what, measured, verdict(ok)]));
 out.push('', `Benchmark took ${(elapsedS / 60).toFixed(1)} min.`);
