@@ -126,6 +126,50 @@ describe('sluice serve: admission', { timeout: 60_000 }, () => {
     assert.doesNotMatch(server.output(), /"level":50[^\n]*closed the connection/);
   });
 
+  it('a client that hangs up after its 401 is counted once, as unauthorized; one that hangs up mid-headers, as aborted', async () => {
+    /** Every series of sluice_http_rejected_total with no tenant, by code. */
+    const unattributed = async (): Promise<Record<string, number>> => {
+      const text = await (await fetch(`${server.url}/metrics`)).text();
+      const out: Record<string, number> = {};
+      for (const m of text.matchAll(/^sluice_http_rejected_total\{tenant="",code="(\w+)"\} (\S+)$/gm))
+        out[m[1]!] = Number(m[2]);
+      return out;
+    };
+    const settle = (): Promise<void> => new Promise((r) => setTimeout(r, 300));
+    const before = await unattributed();
+    // The body's rest after a 401 is read and dropped by Node; the hang-up ends that request.
+    for (const key of [undefined, 'sk_wrong']) {
+      const refused = await trickle(server, key);
+      assert.match(await within(refused.answer, 5_000), /^HTTP\/1\.1 401 /);
+      refused.socket.write('"amount": 1');
+      await settle();
+      refused.socket.destroy();
+    }
+    await settle();
+    const afterRefused = await unattributed();
+    const delta = (now: Record<string, number>, was: Record<string, number>): Record<string, number> =>
+      Object.fromEntries(
+        Object.entries(now)
+          .map(([code, n]): [string, number] => [code, n - (was[code] ?? 0)])
+          .filter(([, n]) => n !== 0),
+      );
+    assert.deepEqual(delta(afterRefused, before), { SLUICE_ERR_UNAUTHORIZED: 2 });
+    // No answer yet when this one hangs up: a client abort, not a bad request.
+    const { hostname, port } = new URL(server.url);
+    const half = connect(Number(port), hostname);
+    await new Promise<void>((resolve) => half.once('connect', resolve));
+    half.write('POST /v1/pipelines/payments/events HTTP/1.1\r\nHost: x\r\nContent-Ty');
+    await settle();
+    half.destroy();
+    const deadline = Date.now() + 5_000;
+    let now = await unattributed();
+    while (Object.keys(delta(now, afterRefused)).length === 0 && Date.now() < deadline) {
+      await settle();
+      now = await unattributed();
+    }
+    assert.deepEqual(delta(now, afterRefused), { SLUICE_ERR_CLIENT_ABORTED: 1 });
+  });
+
   it('a body that does not arrive within 30 s is cut with 408, and its share given back', async () => {
     const started = Date.now();
     const slow = await trickle(server, KEYS.a);

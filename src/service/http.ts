@@ -64,6 +64,16 @@ function clientError(service: ServiceHandle, err: Error & { code?: string }, soc
     socket.destroy();
     return;
   }
+  // The connection ended in the middle of a request: a client that hung up, not a bad request.
+  if (err.code === 'HPE_INVALID_EOF_STATE') {
+    socket.destroy();
+    // The rest of a body that was refused before it was read (a 401, a 503 at admission): that
+    // request was answered and counted already.
+    if (answeredEarly.has(socket)) return;
+    service.metrics.rejectedRequests.inc({ tenant: '', code: 'SLUICE_ERR_CLIENT_ABORTED' });
+    service.log.info({ code: 'SLUICE_ERR_CLIENT_ABORTED' }, 'the client closed the connection mid-request');
+    return;
+  }
   const code: ErrorCode =
     err.code === 'HPE_HEADER_OVERFLOW'
       ? 'SLUICE_ERR_HEADERS_TOO_LARGE'
@@ -89,6 +99,12 @@ function clientError(service: ServiceHandle, err: Error & { code?: string }, soc
       `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
   );
 }
+
+/**
+ * Connections whose last request was answered before its body had all arrived; Node reads (and
+ * drops) the rest, so a hang-up there ends a request that already has its answer and its count.
+ */
+const answeredEarly = new WeakSet<object>();
 
 /** Fastify's own errors, in the catalogue's terms. */
 function fromFastify(err: Error & { code?: string; statusCode?: number }): SluiceError {
@@ -260,6 +276,8 @@ export function buildApp(service: ServiceHandle): FastifyInstance {
     if (service.state === 'draining') reply.header('connection', 'close');
   });
   app.addHook('onResponse', async (req, reply) => {
+    if (!req.raw.complete) answeredEarly.add(req.raw.socket);
+    else answeredEarly.delete(req.raw.socket);
     service.metrics.requests.observe(
       { method: req.method, route: req.routeOptions.url ?? 'unmatched', status: String(reply.statusCode) },
       (performance.now() - req.startedAt) / 1000,
