@@ -7,7 +7,6 @@
  * Everything that crosses between them is batched.
  */
 import type { JSONSchemaType } from 'ajv';
-import type { TransactionSql } from 'postgres';
 import type { TableSet } from './tables.ts';
 
 /** A record: a plain JSON object. */
@@ -290,20 +289,21 @@ export interface SinkCapabilities<C> {
 
 /**
  * The hooks a cluster owner calls to write a sink's records in its own PostgreSQL transaction.
- * Rows are whatever `row` returns; only `write` reads them.
+ * Rows are whatever `row` returns; only `write` reads them. `Tx` is the store's transaction handle
+ * (the cluster's `postgres` TransactionSql); the core passes it through without knowing its type.
  */
-export interface InStoreTransaction<C, R = unknown> {
+export interface InStoreTransaction<C, R = unknown, Tx = unknown> {
   /**
    * The database the config names, if any. In the cluster the rows go to the store, so a config
    * naming another database is refused at load time.
    */
   database(config: C): string | undefined;
   /** Creates the sink's table if it is missing, in `tx` (under a lock the owner holds). */
-  createTable(tx: TransactionSql, config: C): Promise<void>;
+  createTable(tx: Tx, config: C): Promise<void>;
   /** One record as the row `write` inserts; called for every record, so plain and cheap. */
   row(config: C, record: Rec): R;
   /** Inserts the rows of one committed batch, in `tx`. */
-  write(tx: TransactionSql, config: C, rows: R[]): Promise<void>;
+  write(tx: Tx, config: C, rows: R[]): Promise<void>;
 }
 
 /**

@@ -184,7 +184,7 @@ class PostgresWriter implements SinkWriter {
 }
 
 /** How a cluster owner writes the rows in its own transaction, into runtime.postgres. */
-const inStoreTransaction: InStoreTransaction<PostgresSinkConfig, (string | null)[]> = {
+const inStoreTransaction: InStoreTransaction<PostgresSinkConfig, (string | null)[], TransactionSql> = {
   database: (config) => config.url,
   createTable: async (tx, config) => {
     await tx.unsafe(createTableSql(config));
