@@ -218,6 +218,12 @@ export const ERRORS = {
     status: 503,
     hint: 'Retry after the number of seconds in Retry-After, with the same Idempotency-Key (a request whose publish timed out may have been stored). Operators: check NATS, PostgreSQL and Redis (see /readyz).',
   },
+  SLUICE_ERR_UPSTREAM: {
+    category: 'request',
+    title: 'The upstream service did not answer',
+    status: 502,
+    hint: 'The request was for the service behind sluice (upstream.url), which is unreachable or timed out. Operators: check that service; sluice’s own routes are not affected.',
+  },
   SLUICE_ERR_CONNECT: {
     category: 'runtime',
     title: 'Could not connect to NATS, PostgreSQL or Redis',

@@ -58,6 +58,8 @@ export interface ServiceConfig {
   file: string | undefined;
   runtime: { type: 'embedded' } | ClusterRuntimeConfig;
   listen: { host: string; port: number };
+  /** Where requests to routes sluice does not serve are passed, unchanged (a legacy service). */
+  upstream: { url: string } | undefined;
   store: { path: string; retentionMs: number | undefined };
   /** Where the pipelines' sinks write: `<outputs>/<tenant>/<pipeline>/`. */
   outputsDir: string;
@@ -186,6 +188,18 @@ export const serviceSchema = {
       properties: {
         host: { type: 'string', default: '127.0.0.1', description: 'Address to listen on.' },
         port: { type: 'integer', minimum: 0, maximum: 65535, default: 8080 },
+      },
+    },
+    upstream: {
+      type: 'object',
+      additionalProperties: false,
+      required: ['url'],
+      properties: {
+        url: {
+          type: 'string',
+          description:
+            'http:// or https:// origin (no path) of a service that receives, unchanged, every request to a route sluice does not serve.',
+        },
       },
     },
     store: {
@@ -341,6 +355,7 @@ interface RawService {
     owner?: { batch?: number; claim_interval?: string | number };
   };
   listen?: { host?: string; port?: number };
+  upstream?: { url: string };
   store?: { path?: string; retention?: string | number };
   outputs?: string;
   limits?: {
@@ -460,6 +475,7 @@ function resolveService(raw: RawService, file: string | undefined, base: string)
     file,
     runtime: runtimeOf(raw.runtime, where),
     listen: { host: raw.listen?.host ?? '127.0.0.1', port: raw.listen?.port ?? 8080 },
+    upstream: raw.upstream ? { url: upstreamUrl(raw.upstream.url, where) } : undefined,
     store: {
       path: storePath,
       retentionMs:
@@ -557,11 +573,38 @@ export function embeddedConfig(dataDir: string): ServiceConfig {
   return { ...resolveService(raw, undefined, process.cwd()), demoKey: key };
 }
 
+/** The upstream's origin, checked: http or https, no path, query or fragment (requests keep theirs). */
+function upstreamUrl(value: string, where: string): string {
+  let url: URL | undefined;
+  try {
+    url = new URL(value);
+  } catch {
+    url = undefined;
+  }
+  if (
+    !url ||
+    (url.protocol !== 'http:' && url.protocol !== 'https:') ||
+    url.pathname !== '/' ||
+    url.search ||
+    url.hash
+  )
+    throw new SluiceError(
+      'SLUICE_ERR_CONFIG_INVALID',
+      `upstream.url ${JSON.stringify(value)} is not an http:// or https:// origin`,
+      {
+        hint: 'Give the scheme, host and port of the service to pass requests to, e.g. http://127.0.0.1:3000 (no path: requests keep theirs).',
+        location: { file: where, path: 'upstream.url' },
+      },
+    );
+  return url.href.replace(/\/$/, '');
+}
+
 /** Settings read once at start, that differ in a reloaded config. */
 export function restartOnly(running: ServiceConfig, next: ServiceConfig): string[] {
   const changed: string[] = [];
   if (running.limits.bodyBytes !== next.limits.bodyBytes) changed.push('limits.body_bytes');
   if (running.outputsDir !== next.outputsDir) changed.push('outputs');
+  if (running.upstream?.url !== next.upstream?.url) changed.push('upstream.url');
   if (running.checkpointIntervalMs !== next.checkpointIntervalMs) changed.push('checkpoint.interval');
   if (running.deliveryIntervalMs !== next.deliveryIntervalMs) changed.push('sinks.interval');
   if (running.shutdownTimeoutMs !== next.shutdownTimeoutMs) changed.push('shutdown_timeout');

@@ -6,6 +6,7 @@
 import { randomUUID } from 'node:crypto';
 import { STATUS_CODES } from 'node:http';
 import type { Duplex } from 'node:stream';
+import httpProxy from '@fastify/http-proxy';
 import swagger from '@fastify/swagger';
 import Fastify, {
   LogController,
@@ -119,6 +120,9 @@ function fromFastify(err: Error & { code?: string; statusCode?: number }): Sluic
     case 'FST_ERR_CTP_EMPTY_JSON_BODY':
       return as('SLUICE_ERR_BODY_MALFORMED');
   }
+  // The upstream pass-through (@fastify/reply-from): the legacy service did not answer.
+  if (err.code?.startsWith('FST_REPLY_FROM_') || err.code?.startsWith('UND_ERR_'))
+    return as('SLUICE_ERR_UPSTREAM', `the upstream did not answer: ${err.message}`);
   if (err.statusCode === 400) return as('SLUICE_ERR_BAD_REQUEST');
   if (err.statusCode === 413) return as('SLUICE_ERR_BODY_TOO_LARGE');
   if (err.statusCode === 415) return as('SLUICE_ERR_UNSUPPORTED_MEDIA_TYPE');
@@ -290,9 +294,10 @@ export function buildApp(service: ServiceHandle): FastifyInstance {
     // Load shedding and draining are expected answers, not failures worth a stack trace.
     if (err.code === 'SLUICE_ERR_CLIENT_ABORTED')
       req.log.info({ code: err.code, reqId: req.id }, err.message);
-    else if (status >= 500 && status !== 503) req.log.error({ err: error, reqId: req.id }, err.message);
+    else if (status >= 500 && status !== 503 && err.code !== 'SLUICE_ERR_UPSTREAM')
+      req.log.error({ err: error, reqId: req.id }, err.message);
     // Shedding answers many requests a second exactly when CPU is short: counted, not logged.
-    else if (status === 503 && err.code !== 'SLUICE_ERR_OVERLOADED')
+    else if ((status === 503 && err.code !== 'SLUICE_ERR_OVERLOADED') || err.code === 'SLUICE_ERR_UPSTREAM')
       req.log.warn({ code: err.code, reqId: req.id }, err.message);
     else req.log.debug({ code: err.code, reqId: req.id }, err.message);
     service.metrics.rejectedRequests.inc({ tenant: req.tenant?.config.id ?? '', code: err.code });
@@ -319,6 +324,18 @@ export function buildApp(service: ServiceHandle): FastifyInstance {
   app.register(swagger, openApiOptions);
   // @fastify/swagger documents the routes added once it has loaded: they come in a plugin after it.
   app.register(async (api) => routes(api, service));
+  const { upstream } = service.config;
+  // Every request to a route sluice does not serve goes to the legacy service as it came: method,
+  // path, query, headers and the body, streamed (the plugin's own body parser, in its scope only),
+  // and its answer comes back as it was, status included. sluice's routes are more specific than
+  // the proxy's `/*`, so they always win (docs/service.md, "In front of an existing service").
+  if (upstream)
+    app.register(httpProxy, {
+      upstream: upstream.url,
+      prefix: '/',
+      websocket: false,
+      httpMethods: ['DELETE', 'GET', 'HEAD', 'PATCH', 'POST', 'PUT', 'OPTIONS'],
+    });
   return app;
 }
 

@@ -23,6 +23,8 @@ const DOCS = 'https://github.com/sluice-dev/sluice/blob/main/docs';
  */
 const fromDocumented: SwaggerTransform = ({ schema, url }) => {
   const { documented, ...annotations } = (schema ?? {}) as Partial<RouteSchema>;
+  // Routes without a documented schema are not sluice's API (the upstream pass-through's `/*`).
+  if (!documented) return { schema: { hide: true }, url };
   return { schema: { ...annotations, ...documented }, url };
 };
 
