@@ -222,7 +222,7 @@ export const ERRORS = {
     category: 'request',
     title: 'The upstream service did not answer',
     status: 502,
-    hint: 'The request was for the service behind sluice (upstream.url), which is unreachable or timed out. Operators: check that service; sluice’s own routes are not affected.',
+    hint: 'The request was for the service behind sluice (upstream.url), which is unreachable or timed out. Operators: check that service; the routes sluice serves itself are not affected.',
   },
   SLUICE_ERR_CONNECT: {
     category: 'runtime',
