@@ -224,6 +224,11 @@ export const ERRORS = {
     status: 502,
     hint: 'The request was for the service behind sluice (upstream.url), which is unreachable or timed out. Operators: check that service; the routes sluice serves itself are not affected.',
   },
+  SLUICE_ERR_SERVICE_UNREACHABLE: {
+    category: 'runtime',
+    title: 'The service could not be read',
+    hint: 'Check --url (scheme, host and port of sluice serve) and that the service runs; /metrics needs no key.',
+  },
   SLUICE_ERR_CONNECT: {
     category: 'runtime',
     title: 'Could not connect to NATS, PostgreSQL or Redis',

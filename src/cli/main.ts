@@ -12,6 +12,7 @@ import { testCommand } from './test.ts';
 import { demoCommand } from './demo.ts';
 import { serveCommand } from './serve.ts';
 import { keysHashCommand, keysNewCommand } from './keys.ts';
+import { topCommand } from './top.ts';
 import { pipelineSchema } from '../core/schema.ts';
 
 const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as {
@@ -127,6 +128,16 @@ export function commandLine(exit: (code: number) => void): Command {
     .option('--data <dir>', 'store directory for the embedded defaults', 'data')
     .option('--log-level <level>', 'fatal, error, warn, info, debug or trace', 'info')
     .action(action(serveCommand));
+
+  program
+    .command('top')
+    .description(
+      'Live rates of a running sluice serve, from its /metrics: records/s per pipeline, latency, dead letters, threads.',
+    )
+    .option('--url <url>', 'the service', 'http://127.0.0.1:8080')
+    .option('--interval <duration>', 'time between two reads', '2s')
+    .option('--iterations <n>', 'stop after this many screens (default: until Ctrl-C)', positiveInt)
+    .action(action(topCommand));
 
   program
     .command('demo')
