@@ -144,7 +144,7 @@ export function frame(url: string, before: Sample, now: Sample): string {
       }`,
     '',
   ];
-  const pipelines = [...new Set([...sums(now, 'sluice_events_received_total', byPipeline).keys()])].sort();
+  const pipelines = [...sums(now, 'sluice_events_received_total', byPipeline).keys()].sort();
   const rows = [
     ['pipeline', 'received/s', 'accepted/s', 'duplicate/s', 'dead/s', 'durable p50', 'durable p99'],
   ];
