@@ -138,7 +138,12 @@ describe('sluice serve: upstream pass-through', { timeout: 60_000 }, () => {
 });
 
 describe('upstream.url in the service config', () => {
-  for (const url of ['ftp://127.0.0.1:21', 'http://127.0.0.1:3000/api', 'not a url']) {
+  for (const url of [
+    'ftp://127.0.0.1:21',
+    'http://127.0.0.1:3000/api',
+    'http://user:secret@127.0.0.1:3000',
+    'not a url',
+  ]) {
     it(`refuses ${JSON.stringify(url)} at start with SLUICE_ERR_CONFIG_INVALID and a hint`, async () => {
       const dir = tempDir('sluice-upstream-bad-');
       const config = writeServiceConfig(dir, { t1: { keys: [KEY] } }, { upstream: { url } });

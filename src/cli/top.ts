@@ -21,7 +21,10 @@ type Sample = { at: number; metrics: Map<string, Series> };
 
 /**
  * The series of a Prometheus text exposition. Only what /metrics writes: `name{a="b",...} value`
- * lines, label values with `\\`, `\"` and `\n` escapes; comments skipped.
+ * lines, label values with `\\`, `\"` and `\n` escapes; comments skipped. Not the tests'
+ * parse-prometheus-text-format 1.1.1: it keeps one unlabelled set of buckets per histogram family
+ * (two pipelines' `sluice_ingest_to_durable_seconds` came out as one, with no labels), and `top`
+ * needs them per pipeline.
  */
 export function parseMetrics(text: string): Map<string, Series> {
   const out = new Map<string, Series>();

@@ -82,6 +82,9 @@ export class EmbeddedRuntime {
       );
     }
     this.#committer.onFailure((err) => void this.#recoverAll(err));
+    // Reads have a connection of their own, although the writer's is in this thread too: recovery
+    // iterates the log across awaits (gzip bodies are inflated on the thread pool), and a commit on
+    // the same connection meanwhile would fail with "This database connection is busy".
     this.#db = openDatabase(Database, config.store.path, true);
     const max = this.#db
       .prepare(

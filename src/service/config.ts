@@ -573,7 +573,10 @@ export function embeddedConfig(dataDir: string): ServiceConfig {
   return { ...resolveService(raw, undefined, process.cwd()), demoKey: key };
 }
 
-/** The upstream's origin, checked: http or https, no path, query or fragment (requests keep theirs). */
+/**
+ * The upstream's origin, checked: http or https, no path, query or fragment (requests keep theirs),
+ * no credentials (the client's own Authorization header is what reaches the upstream).
+ */
 function upstreamUrl(value: string, where: string): string {
   let url: URL | undefined;
   try {
@@ -586,7 +589,9 @@ function upstreamUrl(value: string, where: string): string {
     (url.protocol !== 'http:' && url.protocol !== 'https:') ||
     url.pathname !== '/' ||
     url.search ||
-    url.hash
+    url.hash ||
+    url.username ||
+    url.password
   )
     throw new SluiceError(
       'SLUICE_ERR_CONFIG_INVALID',
@@ -596,7 +601,7 @@ function upstreamUrl(value: string, where: string): string {
         location: { file: where, path: 'upstream.url' },
       },
     );
-  return url.href.replace(/\/$/, '');
+  return url.origin;
 }
 
 /** Settings read once at start, that differ in a reloaded config. */
