@@ -717,53 +717,28 @@ log(
   `[disk] 4 KiB append + fdatasync: p50 ${ms(disk.p50)} ms, p99 ${ms(disk.p99)} ms, max ${ms(disk.max)} ms`,
 );
 
-// 1 and 2, sluice: a fresh server (and store) for each.
-const sluiceSingle = PHASES.has('single')
-  ? await sluicePhase((s) =>
-      cannonPhase(s, 'sluice serve, 1 event/request', 'single', new BodySequence(singles), CONNECTIONS),
-    )
-  : undefined;
+// 1 and 2, sluice: a fresh server (and store) for each; with `cpus`, pinned to those cores (5).
+const maxPhase = (kind: BodyKind, cpus?: string): Promise<Row> =>
+  sluicePhase(
+    (s) =>
+      cannonPhase(
+        s,
+        (kind === 'single' ? 'sluice serve, 1 event/request' : `sluice serve, ${BATCH}-event NDJSON`) +
+          (cpus === undefined ? '' : ', server on 1 core'),
+        kind,
+        new BodySequence(kind === 'single' ? singles : batches),
+        kind === 'single' ? CONNECTIONS : BATCH_CONNECTIONS,
+      ),
+    cpus,
+  );
+const sluiceSingle = PHASES.has('single') ? await maxPhase('single') : undefined;
 const sluiceBatch =
   PHASES.has('batch') || (PHASES.has('sustain') && SUSTAIN_RATE === undefined)
-    ? await sluicePhase((s) =>
-        cannonPhase(
-          s,
-          `sluice serve, ${BATCH}-event NDJSON`,
-          'batch',
-          new BodySequence(batches),
-          BATCH_CONNECTIONS,
-        ),
-      )
+    ? await maxPhase('batch')
     : undefined;
-
-// 5: the same maximum-throughput phases with the server on one core.
-const oneCore = (what: string): string => `${what}, server on 1 core`;
-const sluiceSingle1 = PHASES.has('cores')
-  ? await sluicePhase(
-      (s) =>
-        cannonPhase(
-          s,
-          oneCore('sluice serve, 1 event/request'),
-          'single',
-          new BodySequence(singles),
-          CONNECTIONS,
-        ),
-      '0',
-    )
-  : undefined;
-const sluiceBatch1 = PHASES.has('cores')
-  ? await sluicePhase(
-      (s) =>
-        cannonPhase(
-          s,
-          oneCore(`sluice serve, ${BATCH}-event NDJSON`),
-          'batch',
-          new BodySequence(batches),
-          BATCH_CONNECTIONS,
-        ),
-      '0',
-    )
-  : undefined;
+// 5: the same with the server on one core.
+const sluiceSingle1 = PHASES.has('cores') ? await maxPhase('single', '0') : undefined;
+const sluiceBatch1 = PHASES.has('cores') ? await maxPhase('batch', '0') : undefined;
 
 // 3: latency at a fixed rate of single events.
 const fixedRate = PHASES.has('fixed')
