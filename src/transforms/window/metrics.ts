@@ -70,6 +70,99 @@ export interface SumState {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Sums of JSON numbers in double arithmetic, independent of order. Plain `+=` rounds after every
+// addition, so two workers summing halves would not give the one-pass result to the last bit.
+// Shewchuk's non-overlapping partials (Python's math.fsum) hold the exact sum of the doubles, and
+// `total()` rounds it once, correctly: any grouping or order gives the same double. One to three
+// partials in practice, so an add costs a few float operations instead of the decimal path's
+// BigInt and text parsing.
+
+export interface FloatSumState {
+  n: number;
+  /** The exact sum as a canonical list of doubles (see `toJSON`). */
+  p: number[];
+}
+
+export class FloatSum {
+  n = 0;
+  #partials: number[] = [];
+
+  add(x: number): void {
+    this.n++;
+    this.#addExact(x);
+  }
+
+  #addExact(x: number): void {
+    const partials = this.#partials;
+    let i = 0;
+    for (let j = 0; j < partials.length; j++) {
+      let y = partials[j]!;
+      if (Math.abs(x) < Math.abs(y)) {
+        const t = x;
+        x = y;
+        y = t;
+      }
+      const hi = x + y;
+      const lo = y - (hi - x);
+      if (lo !== 0) partials[i++] = lo;
+      x = hi;
+    }
+    partials.length = i;
+    partials.push(x);
+  }
+
+  /** The exact sum rounded once to the nearest double (ties to even); 0 when empty. */
+  total(): number {
+    const p = this.#partials;
+    let n = p.length;
+    if (n === 0) return 0;
+    let hi = p[--n]!;
+    let lo = 0;
+    while (n > 0) {
+      const x = hi;
+      const y = p[--n]!;
+      hi = x + y;
+      lo = y - (hi - x);
+      if (lo !== 0) break;
+    }
+    // Half-way cases: the next partial decides the direction of rounding.
+    if (n > 0 && ((lo < 0 && p[n - 1]! < 0) || (lo > 0 && p[n - 1]! > 0))) {
+      const y = lo * 2;
+      const x = hi + y;
+      if (y === x - hi) hi = x;
+    }
+    return hi === 0 ? 0 : hi;
+  }
+
+  merge(o: FloatSum): void {
+    this.n += o.n;
+    for (const x of o.#partials) this.#addExact(x);
+  }
+
+  /**
+   * The same exact sum always serializes the same way, whatever partials it was built from:
+   * c1 = round(S), c2 = round(S − c1), … (so merged and one-pass states compare equal).
+   */
+  toJSON(): FloatSumState {
+    const rest = new FloatSum();
+    rest.#partials = [...this.#partials];
+    const p: number[] = [];
+    for (let h = rest.total(); h !== 0 && p.length < 40; h = rest.total()) {
+      p.push(h);
+      rest.#addExact(-h);
+    }
+    return { n: this.n, p };
+  }
+
+  static from(s: FloatSumState): FloatSum {
+    const sum = new FloatSum();
+    sum.n = s.n;
+    for (const x of s.p) sum.#addExact(x);
+    return sum;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
 // HyperLogLog over 32-bit hashes. Exact (a set of hashes) while small, which keeps windows with
 // few distinct values exact; dense registers with Ertl's improved estimator beyond that
 // ("New cardinality estimation algorithms for HyperLogLog sketches", 2017: no bias tables).
