@@ -41,6 +41,8 @@ const ROUTES: [Method, string][] = [
   ['get', '/healthz'],
   ['get', '/readyz'],
   ['get', '/openapi.json'],
+  ['get', '/v1/pipelines'],
+  ['get', '/ui'],
 ];
 const METHODS: Method[] = ['get', 'post', 'put', 'patch', 'delete', 'options'];
 
@@ -481,6 +483,11 @@ describe('/openapi.json', () => {
     assert.equal(replayed.status, 200);
     assert.ok((replayed.body as { replayed: number }).replayed > 0);
     assertValid('post', replay, replayed);
+
+    const pipelines = await getJson(server, '/v1/pipelines', KEY);
+    assert.equal(pipelines.status, 200);
+    assertValid('get', '/v1/pipelines', pipelines);
+    assertValid('get', '/v1/pipelines', await getJson(server, '/v1/pipelines'), 'application/problem+json');
 
     for (const path of ['/healthz', '/readyz']) assertValid('get', path, await getJson(server, path));
   });

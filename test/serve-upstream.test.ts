@@ -103,7 +103,7 @@ describe('sluice serve: upstream pass-through', { timeout: 60_000 }, () => {
     assert.equal(got.sha256, createHash('sha256').update(body).digest('hex'));
   });
 
-  it('keeps its own routes: ingest, health and the API document never reach the upstream', async () => {
+  it('keeps its own routes: ingest, health, the API document and the dashboard never reach the upstream', async () => {
     const before = seen.length;
     const ingest = await postEvents(server, 'payments', KEY, JSON.stringify(paymentEvent()) + '\n');
     assert.equal(ingest.status, 202, JSON.stringify(ingest.body));
@@ -112,6 +112,9 @@ describe('sluice serve: upstream pass-through', { timeout: 60_000 }, () => {
     // An unknown pipeline is sluice's 404, not the upstream's: /v1/pipelines/:pipeline is a route.
     const unknown = await postEvents(server, 'nope', KEY, JSON.stringify(paymentEvent()) + '\n');
     assert.equal(unknown.status, 404);
+    const dashboard = await fetch(`${server.url}/ui`);
+    assert.equal(dashboard.status, 200);
+    assert.match(await dashboard.text(), /<title>sluice<\/title>/);
     const doc = (await (await fetch(`${server.url}/openapi.json`)).json()) as {
       paths: Record<string, unknown>;
     };
@@ -119,7 +122,8 @@ describe('sluice serve: upstream pass-through', { timeout: 60_000 }, () => {
     // The pass-through is not part of sluice's API.
     assert.deepEqual(
       Object.keys(doc.paths).filter(
-        (p) => !p.startsWith('/v1/') && !['/healthz', '/readyz', '/metrics', '/openapi.json'].includes(p),
+        (p) =>
+          !p.startsWith('/v1/') && !['/healthz', '/readyz', '/metrics', '/openapi.json', '/ui'].includes(p),
       ),
       [],
     );

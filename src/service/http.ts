@@ -20,6 +20,7 @@ import { bodyFormat, inflate, jsonBounds, recordCount } from '../sources/http/in
 import type { PipelineHandle, ServiceHandle, TenantHandle } from './api.ts';
 import { openApiOptions } from './openapi.ts';
 import { ROUTE_SCHEMAS as schemas } from './route-schemas.ts';
+import { dashboardRoutes } from './ui/routes.ts';
 
 const DOCS = 'https://github.com/sluice-dev/sluice/blob/main/docs/errors.md';
 
@@ -345,7 +346,7 @@ export function buildApp(service: ServiceHandle): FastifyInstance {
  */
 function routes(app: FastifyInstance, service: ServiceHandle): void {
   const { limits } = service.config;
-  const pipelineOf = (req: FastifyRequest): PipelineHandle => {
+  const tenantOf = (req: FastifyRequest): TenantHandle => {
     const tenant = service.authenticate(req.headers.authorization);
     if (!tenant)
       throw new SluiceError(
@@ -353,6 +354,10 @@ function routes(app: FastifyInstance, service: ServiceHandle): void {
         req.headers.authorization ? 'the API key is not valid' : 'no Authorization: Bearer header',
       );
     req.tenant = tenant;
+    return tenant;
+  };
+  const pipelineOf = (req: FastifyRequest): PipelineHandle => {
+    const tenant = tenantOf(req);
     const name = (req.params as PipelineParams).pipeline;
     const runtime = tenant.pipelines.get(name);
     // The same answer whether the pipeline does not exist or belongs to another tenant.
@@ -371,6 +376,7 @@ function routes(app: FastifyInstance, service: ServiceHandle): void {
     return service.metricsText();
   });
   app.get('/openapi.json', { schema: schemas.getOpenApi }, async () => app.swagger());
+  dashboardRoutes(app, service, tenantOf);
 
   /**
    * Before the body is read: authenticates and finds the pipeline (401 and 404 cost nothing of the

@@ -66,6 +66,7 @@ export const openApiOptions: FastifyDynamicSwaggerOptions = {
       { name: 'events', description: 'Sending events.' },
       { name: 'results', description: 'Window rows.' },
       { name: 'dead letters', description: 'Records that failed, and replay.' },
+      { name: 'pipelines', description: "The tenant's pipelines and their live counts." },
       { name: 'operations', description: 'Metrics, health, this document. No key needed.' },
     ],
     security: [{ apiKey: [] }],

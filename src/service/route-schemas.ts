@@ -363,6 +363,80 @@ export const COMPONENT_SCHEMAS: Record<string, Json> = {
       skipped,
     },
   },
+  PipelineList: {
+    type: 'object',
+    required: ['tenant', 'pipelines'],
+    additionalProperties: false,
+    properties: {
+      tenant: { type: 'string', description: 'The tenant the key belongs to.' },
+      pipelines: { type: 'array', items: ref('PipelineCounts') },
+    },
+  },
+  PipelineCounts: {
+    type: 'object',
+    description:
+      'A pipeline and its counts since this instance started: the series of /metrics with its tenant and pipeline labels (docs/operations.md).',
+    required: ['name', 'windows', 'records', 'dead_by_reason', 'ingest_to_durable_seconds'],
+    additionalProperties: false,
+    properties: {
+      name: { type: 'string' },
+      windows: {
+        type: 'array',
+        description: 'Its window steps, whose rows `GET /v1/pipelines/{pipeline}/windows` answers.',
+        items: {
+          type: 'object',
+          required: ['output', 'start_field', 'group_by'],
+          additionalProperties: false,
+          properties: {
+            output: { type: 'string', description: 'The value of `output` for the windows query.' },
+            start_field: { type: 'string', description: 'The row field holding the window start.' },
+            group_by: { type: 'array', items: { type: 'string' }, description: 'The group key fields.' },
+          },
+        },
+      },
+      records: {
+        type: 'object',
+        description: 'sluice_events_{received,accepted,duplicate,dead}_total.',
+        required: ['received', 'accepted', 'duplicates', 'dead'],
+        additionalProperties: false,
+        properties: {
+          received: { type: 'number', minimum: 0 },
+          accepted: { type: 'number', minimum: 0 },
+          duplicates: { type: 'number', minimum: 0 },
+          dead: { type: 'number', minimum: 0 },
+        },
+      },
+      dead_by_reason: {
+        type: 'object',
+        additionalProperties: { type: 'number', minimum: 0 },
+        description: 'sluice_events_dead_total by reason.',
+      },
+      ingest_to_durable_seconds: {
+        type: 'object',
+        description:
+          'The histogram sluice_ingest_to_durable_seconds: from a request body read to its events durable. No buckets before the first request.',
+        required: ['buckets', 'count', 'sum'],
+        additionalProperties: false,
+        properties: {
+          buckets: {
+            type: 'array',
+            description: 'Cumulative: requests that took at most `le` seconds, by increasing `le`.',
+            items: {
+              type: 'object',
+              required: ['le', 'count'],
+              additionalProperties: false,
+              properties: {
+                le: { oneOf: [{ type: 'number' }, { const: '+Inf' }] },
+                count: { type: 'number', minimum: 0 },
+              },
+            },
+          },
+          count: { type: 'number', minimum: 0 },
+          sum: { type: 'number', minimum: 0 },
+        },
+      },
+    },
+  },
   Status: {
     type: 'object',
     required: ['status'],
@@ -732,6 +806,73 @@ const getOpenApi: RouteSchema = {
   },
 };
 
+const listPipelines: RouteSchema = {
+  operationId: 'listPipelines',
+  tags: ['pipelines'],
+  summary: "The key's tenant, its pipelines and their counts",
+  description:
+    "What the dashboard at /ui polls. The counts are those of /metrics for this tenant, since this instance started (in the cluster runtime, this instance's only): read twice, their differences give events/s and the latency percentiles of the interval.",
+  documented: {
+    headers: requestHeaders(),
+    response: {
+      200: {
+        description: "The tenant's pipelines, by name.",
+        headers: requestIdHeader,
+        content: {
+          'application/json': {
+            schema: ref('PipelineList'),
+            example: {
+              tenant: 'demo',
+              pipelines: [
+                {
+                  name: 'payments',
+                  windows: [
+                    {
+                      output: 'windows',
+                      start_field: 'window_start',
+                      group_by: ['type', 'region', 'currency'],
+                    },
+                  ],
+                  records: { received: 12, accepted: 10, duplicates: 1, dead: 1 },
+                  dead_by_reason: { invalid: 1 },
+                  ingest_to_durable_seconds: {
+                    buckets: [
+                      { le: 0.001, count: 2 },
+                      { le: 0.002, count: 3 },
+                      { le: '+Inf', count: 3 },
+                    ],
+                    count: 3,
+                    sum: 0.0031,
+                  },
+                },
+              ],
+            },
+          },
+        },
+      },
+      ...problems(401, 500),
+    },
+  },
+};
+
+const getDashboard: RouteSchema = {
+  operationId: 'getDashboard',
+  tags: ['operations'],
+  summary: 'The dashboard: a web page of the pipelines',
+  description:
+    'A static page; it asks for an API key and sends it with each request it makes to the API (`GET /v1/pipelines`, window rows, dead letters), so it shows only that tenant.',
+  security: [],
+  documented: {
+    response: {
+      200: {
+        description: 'The page, its script and style inline.',
+        headers: requestIdHeader,
+        content: { 'text/html; charset=utf-8': { schema: { type: 'string' } } },
+      },
+    },
+  },
+};
+
 /** The schema of every route, by its operationId. */
 export const ROUTE_SCHEMAS = {
   ingestEvents,
@@ -742,4 +883,6 @@ export const ROUTE_SCHEMAS = {
   getHealth,
   getReadiness,
   getOpenApi,
+  listPipelines,
+  getDashboard,
 } satisfies Record<string, RouteSchema>;
