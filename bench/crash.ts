@@ -206,7 +206,12 @@ async function once(kills: number, references: string[]): Promise<Outcome> {
   };
   const held: string[] = [];
   const cluster = CLUSTER
-    ? await freshCluster('benchcrash', { instances: 2, pipelines: producers.map((p) => p.pipeline) })
+    ? // Compared with sluice run exactly, so one watermark (see freshCluster).
+      await freshCluster('benchcrash', {
+        instances: 2,
+        pipelines: producers.map((p) => p.pipeline),
+        oneWatermark: true,
+      })
     : undefined;
   const dir = cluster?.dir ?? tempDir('sluice-bench-crash-');
   try {

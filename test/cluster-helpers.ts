@@ -430,7 +430,19 @@ export const largeTableOf = (pipeline: string): string => `large_${pipeline}`;
  */
 export async function freshCluster(
   label: string,
-  o: { instances: number; pipelines?: string[]; extra?: Record<string, unknown> },
+  o: {
+    instances: number;
+    pipelines?: string[];
+    extra?: Record<string, unknown>;
+    /**
+     * One watermark for the stream (`idle_path_timeout: 0s`) instead of one per instance: decisions
+     * then equal `sluice run`'s for requests sent one after another, also while an instance is
+     * down. With a watermark per instance, a killed instance holds it back until its path goes
+     * idle, and events that one watermark would refuse as late may count meanwhile
+     * (docs/architecture.md).
+     */
+    oneWatermark?: boolean;
+  },
 ): Promise<FreshCluster> {
   const dir = tempDir(`sluice-cluster-${label}-`);
   const stream = streamName(label);
@@ -439,10 +451,13 @@ export async function freshCluster(
   const pipelines = Object.fromEntries(
     (o.pipelines ?? [WORKLOAD_PIPELINE]).map((name) => {
       const file = clusterPayments(join(dir, name));
-      writeFileSync(
-        file,
-        readFileSync(file, 'utf8').replace('table: large_payments', `table: ${largeTableOf(name)}`),
-      );
+      let yaml = readFileSync(file, 'utf8').replace('table: large_payments', `table: ${largeTableOf(name)}`);
+      if (o.oneWatermark)
+        yaml = yaml.replace(
+          /^( +)allowed_lateness: (.*)$/m,
+          '$1allowed_lateness: $2\n$1idle_path_timeout: 0s',
+        );
+      writeFileSync(file, yaml);
       return [name, file];
     }),
   );

@@ -296,3 +296,120 @@ describe('window slicing', () => {
     assert.equal(Math.max(...rows.map((r) => r.count as number)), 1000);
   });
 });
+
+describe('watermarks per ingest path', () => {
+  const config = {
+    type: 'window' as const,
+    time_field: 'ts',
+    size: 10_000,
+    hop: 2_000,
+    allowed_lateness: 0,
+    idle_path_timeout: '10s',
+    metrics: { count: { op: 'count' } } as Record<string, MetricConfig>,
+    time_format: 'epoch_ms' as const,
+  };
+  const T0 = 1_700_000_000_000;
+
+  /** Decides one chunk of event times from `path`; returns the verdicts' reasons ('' for pass). */
+  const decide = (seq: Seq, times: number[], path: string, receivedMs: number): string[] => {
+    const verdicts = new Uint16Array(times.length);
+    seq.decide(Float64Array.from(times), verdicts, 0, { path, receivedMs });
+    const step = stepOf(config);
+    return [...verdicts].map((v) => (v === 0 ? '' : step.outcomes[(v & 0xff) - 1]!.reason));
+  };
+
+  it('no event is late while every path sends its own events in order, however the paths interleave (and through a snapshot)', () => {
+    // A path's first chunk meets whatever watermark the others reached: every path sends its first
+    // event (all at T0) before the interleaving starts, as instances do once they take traffic.
+    const paths = fc.integer({ min: 1, max: 3 }).chain((n) =>
+      fc.array(
+        fc.array(fc.nat({ max: 3000 }), { minLength: 1, maxLength: 80 }).map((steps) => {
+          // One path's event times: non-decreasing from T0.
+          let t = T0;
+          return steps.map((s, i) => (i === 0 ? t : (t += s)));
+        }),
+        { minLength: n, maxLength: n },
+      ),
+    );
+    fc.assert(
+      fc.property(
+        paths,
+        fc.array(fc.nat(), { minLength: 1, maxLength: 400 }),
+        fc.nat(),
+        (times, picks, cut) => {
+          let seq = sequencerOf(config);
+          const next = times.map(() => 1);
+          let received = 0;
+          let chunks = 0;
+          times.forEach((path, p) => assert.deepEqual(decide(seq, [path[0]!], `i${p}`, T0), ['']));
+          for (const pick of picks) {
+            const p = pick % times.length;
+            const at = next[p]!;
+            if (at >= times[p]!.length) continue;
+            const n = 1 + (pick % 5);
+            const chunk = times[p]!.slice(at, at + n);
+            next[p] = at + chunk.length;
+            // Receive times move a little per chunk: every path stays active.
+            received += 5;
+            assert.deepEqual(
+              decide(seq, chunk, `i${p}`, T0 + received),
+              chunk.map(() => ''),
+            );
+            if (++chunks === cut % 50) {
+              const saved = JSON.parse(JSON.stringify(seq.snapshot!())) as unknown;
+              seq = sequencerOf(config);
+              seq.restore!(saved);
+            }
+          }
+        },
+      ),
+      { numRuns: 300 },
+    );
+  });
+
+  it('a path ahead of another does not make its events late; an idle path stops holding the watermark', () => {
+    const seq = sequencerOf(config);
+    // Path b is a minute of event time ahead of path a.
+    assert.deepEqual(decide(seq, [T0], 'a', T0), ['']);
+    assert.deepEqual(decide(seq, [T0 + 60_000], 'b', T0 + 5), ['']);
+    assert.deepEqual(decide(seq, [T0 + 1000], 'a', T0 + 10), ['']);
+    assert.equal(seq.watermarks!().watermark, T0 + 1000);
+    // With one watermark for both (no origin), a's next event would be late: b's 60 s is past it.
+    const single = sequencerOf(config);
+    const verdicts = new Uint16Array(3);
+    single.decide(Float64Array.from([T0, T0 + 60_000, T0 + 2000]), verdicts, 0);
+    assert.deepEqual(
+      [...verdicts].map((v) => v !== 0),
+      [false, false, true],
+    );
+    assert.deepEqual(decide(seq, [T0 + 2000], 'a', T0 + 20), ['']);
+    // a goes quiet; b keeps sending. Within 10 s of receive time a still holds the watermark ...
+    assert.deepEqual(decide(seq, [T0 + 61_000], 'b', T0 + 9_000), ['']);
+    assert.equal(seq.watermarks!().watermark, T0 + 2000);
+    assert.deepEqual([...seq.watermarks!().paths.keys()].sort(), ['a', 'b']);
+    // ... after that it no longer does, and an event of a behind the watermark is late.
+    assert.deepEqual(decide(seq, [T0 + 62_000], 'b', T0 + 10_021), ['']);
+    assert.equal(seq.watermarks!().watermark, T0 + 62_000);
+    assert.deepEqual([...seq.watermarks!().paths.keys()], ['b']);
+    assert.deepEqual(decide(seq, [T0 + 3000], 'a', T0 + 10_030), ['late']);
+    // Windows closed as the watermark moved: the sequencer asks workers to close them.
+    assert.ok(seq.pollBroadcast!() !== undefined);
+  });
+
+  it('with one path, decisions are those of a single watermark', () => {
+    fc.assert(
+      fc.property(fc.array(fc.integer({ min: -20_000, max: 3000 }), { maxLength: 200 }), (moves) => {
+        let t = T0;
+        const times = moves.map((m) => (t = Math.max(T0, t + m)));
+        const withPath = sequencerOf(config);
+        const without = sequencerOf(config);
+        const a = new Uint16Array(times.length);
+        const b = new Uint16Array(times.length);
+        withPath.decide(Float64Array.from(times), a, 0, { path: 'only', receivedMs: T0 });
+        without.decide(Float64Array.from(times), b, 0);
+        assert.deepEqual([...a], [...b]);
+      }),
+      { numRuns: 200 },
+    );
+  });
+});

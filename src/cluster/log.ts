@@ -16,6 +16,8 @@ export const subjectsOf = (stream: string): string[] => [`${stream}.>`];
 export const HEADER = {
   requestId: 'Sluice-Request-Id',
   receivedMs: 'Sluice-Received-Ms',
+  /** The instance that took the request: its ingest path, for per-path watermarks. */
+  instance: 'Sluice-Instance',
   format: 'Sluice-Format',
   gzip: 'Sluice-Gzip',
   /** Dead letters this message replays: deleted when it is processed. */
@@ -27,6 +29,8 @@ export const HEADER = {
 export interface RequestMeta {
   requestId: string | null;
   receivedMs: number;
+  /** The instance that took the request; '' for a message published by something else. */
+  instance: string;
   format: BodyFormat;
   gzip: boolean;
   replayIds: number[];
@@ -41,6 +45,7 @@ export function requestHeaders(
   const h = natsHeaders();
   if (meta.requestId !== null) h.set(HEADER.requestId, meta.requestId);
   h.set(HEADER.receivedMs, String(meta.receivedMs));
+  h.set(HEADER.instance, meta.instance);
   h.set(HEADER.format, meta.format);
   if (meta.gzip) h.set(HEADER.gzip, '1');
   if (meta.replayIds && meta.replayIds.length > 0) h.set(HEADER.replay, meta.replayIds.join(','));
@@ -60,6 +65,7 @@ export function requestMeta(h: MsgHdrs | undefined, storedMs: number): RequestMe
   return {
     requestId: h?.get(HEADER.requestId) || null,
     receivedMs: Number.isFinite(received) && received > 0 ? received : storedMs,
+    instance: h?.get(HEADER.instance) ?? '',
     format: h?.get(HEADER.format) === 'json' ? 'json' : 'ndjson',
     gzip: h?.get(HEADER.gzip) === '1',
     replayIds: replay === '' ? [] : replay.split(',').map(Number).filter(Number.isSafeInteger),

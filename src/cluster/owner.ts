@@ -210,6 +210,7 @@ export class PipelineOwner {
         this.#position = 0;
         // Only an owner reports how far behind it is.
         this.ctx.metrics.ownerPending.remove({ tenant: this.spec.tenant, pipeline: this.spec.name });
+        this.#forgetWatermarks();
         await sql.end({ timeout: 1 }).catch(() => {});
       }
       if (this.#stopping) break;
@@ -558,7 +559,8 @@ export class PipelineOwner {
         ]),
       };
     }
-    return pipeline.process(bodyChunk(body, bounds));
+    // Each instance is an ingest path with a watermark of its own (docs/architecture.md).
+    return pipeline.process(bodyChunk(body, bounds), { path: meta.instance, receivedMs: meta.receivedMs });
   }
 
   #add(pending: Pending, seq: number, result: ChunkResult, meta: RequestMeta): void {
@@ -655,6 +657,38 @@ export class PipelineOwner {
     }
     this.ctx.metrics.commits.observe((performance.now() - started) / 1000);
     this.ctx.metrics.commitRequests.inc(batch.messages);
+    this.#reportWatermarks(pipeline);
+  }
+
+  #forgetWatermarks(): void {
+    const { tenant, name } = this.spec;
+    for (const [step, paths] of this.#reportedPaths) {
+      this.ctx.metrics.watermark.remove({ tenant, pipeline: name, step });
+      for (const path of paths) this.ctx.metrics.pathWatermark.remove({ tenant, pipeline: name, step, path });
+    }
+    this.#reportedPaths.clear();
+  }
+
+  /** Paths reported per window step, so that paths gone idle stop being shown. */
+  readonly #reportedPaths = new Map<string, Set<string>>();
+
+  /** Only the owner reports watermarks: the pipeline's and each active ingest path's. */
+  #reportWatermarks(pipeline: StreamPipeline): void {
+    const { tenant, name } = this.spec;
+    const { watermark, pathWatermark } = this.ctx.metrics;
+    for (const w of pipeline.watermarks()) {
+      const labels = { tenant, pipeline: name, step: w.step };
+      if (Number.isFinite(w.watermark)) watermark.set(labels, w.watermark / 1000);
+      const reported = this.#reportedPaths.get(w.step) ?? new Set();
+      for (const path of reported) if (!w.paths.has(path)) pathWatermark.remove({ ...labels, path });
+      reported.clear();
+      for (const [path, max] of w.paths)
+        if (Number.isFinite(max)) {
+          pathWatermark.set({ ...labels, path }, max / 1000);
+          reported.add(path);
+        }
+      this.#reportedPaths.set(w.step, reported);
+    }
   }
 
   async #writeDead(tx: TransactionSql, batch: Pending): Promise<void> {

@@ -73,6 +73,8 @@ interface Shared {
   /** Largest message the NATS server takes (its max_payload), headers included. */
   maxPayload: number;
   log: Logger;
+  /** This instance's name: the ingest path its requests carry (per-path watermarks). */
+  instance: string;
 }
 
 /** Record bounds travel with a message up to this many records; beyond, the owner finds them again. */
@@ -112,6 +114,7 @@ class ClusterPipeline implements PipelineHandle {
     const headers = requestHeaders({
       requestId: meta.requestId,
       receivedMs: meta.receivedMs,
+      instance: this.shared.instance,
       format: body.format,
       gzip: body.gzip,
       // Found once, here: the owner, which processes every request of the pipeline, reuses them.
@@ -221,6 +224,7 @@ class ClusterPipeline implements PipelineHandle {
     const headers = requestHeaders({
       requestId: meta.requestId,
       receivedMs: meta.receivedMs,
+      instance: this.shared.instance,
       format: 'ndjson',
       gzip: false,
       replayIds: ids,
@@ -321,7 +325,14 @@ export class ClusterService implements ServiceHandle {
         { bodyBytes: config.limits.bodyBytes, maxPayload },
         'limits.body_bytes is above what the NATS server takes in one message: larger bodies get 413',
       );
-    const shared: Shared = { sql: this.#sql, js, natsUp: () => this.#natsUp, maxPayload, log: this.log };
+    const shared: Shared = {
+      sql: this.#sql,
+      js,
+      natsUp: () => this.#natsUp,
+      maxPayload,
+      log: this.log,
+      instance: runtime.instance,
+    };
     for (const t of config.tenants) {
       const pipelines = new Map<string, ClusterPipeline>();
       for (const [name, resolved] of t.pipelines) {

@@ -14,7 +14,7 @@ import { hasSequencer, planOf, type Plan } from './plan.ts';
 import { Processor } from './processor.ts';
 import { deserializeError, type FromProcessor } from './protocol.ts';
 import { registry } from './registry.ts';
-import { FANOUT_COUNTER, type Chunk, type Rec, type Sequencer } from './types.ts';
+import { FANOUT_COUNTER, type Chunk, type Origin, type Rec, type Sequencer } from './types.ts';
 
 export interface ChunkResult {
   /** Input records in the chunk, including the ones that failed. */
@@ -56,6 +56,8 @@ export class StreamPipeline {
   #current: ChunkResult | undefined;
   #done = false;
   #failure: Error | undefined;
+  /** The current chunk's ingest path. */
+  #origin: Origin | undefined;
   /** Where gathered records go: the current chunk's outputs, or a preview. */
   #gatherInto: Map<string, Rec[]> | undefined;
 
@@ -79,8 +81,12 @@ export class StreamPipeline {
     return stream;
   }
 
-  /** Processes one chunk of whole records; record indices in dead letters start at 0 per chunk. */
-  process(chunk: Chunk): ChunkResult {
+  /**
+   * Processes one chunk of whole records; record indices in dead letters start at 0 per chunk.
+   * `origin` names the ingest path the chunk came by, where there are several (the cluster).
+   */
+  process(chunk: Chunk, origin?: Origin): ChunkResult {
+    this.#origin = origin;
     this.#current = { records: 0, counters: {}, outputs: new Map() };
     this.#gatherInto = this.#current.outputs;
     this.#done = false;
@@ -105,6 +111,16 @@ export class StreamPipeline {
     this.#gatherInto = undefined;
     this.#throwIfFailed();
     return into;
+  }
+
+  /** Watermarks of the steps that keep one (windows), by step id. */
+  watermarks(): { step: string; watermark: number; paths: Map<string, number> }[] {
+    const out: { step: string; watermark: number; paths: Map<string, number> }[] = [];
+    this.#sequencers.forEach((seq, i) => {
+      const w = seq?.watermarks?.();
+      if (w) out.push({ step: this.pipeline.steps[i]!.id, ...w });
+    });
+    return out;
   }
 
   snapshot(): StreamSnapshot {
@@ -156,7 +172,7 @@ export class StreamPipeline {
     if (m.group === 0) this.#current!.records = m.recordCount;
     const verdicts = g.ordered.length > 0 ? new Uint16Array(m.count) : null;
     const infos = g.ordered.map((stepIndex, slot) =>
-      this.#sequencers[stepIndex]!.decide(m.payloads[slot], verdicts!, slot),
+      this.#sequencers[stepIndex]!.decide(m.payloads[slot], verdicts!, slot, this.#origin),
     );
     void this.#processor.handle({
       t: 'verdict',

@@ -100,8 +100,21 @@ export type Step = MapStep | OrderedStep;
  * Verdicts are written as `(slot << 8) | (outcomeIndex + 1)`; 0 means pass, and records that an
  * earlier step of the same segment stopped already carry a non-zero verdict and must be skipped.
  */
+/**
+ * Where a chunk came from, when a runtime has several ingest paths into one ordered stream (the
+ * cluster: the instance that took the request). Sequencers that keep a watermark keep one per path
+ * (docs/architecture.md, "Watermarks per ingest path").
+ */
+export interface Origin {
+  /** The ingest path; '' for a chunk of unknown origin. */
+  readonly path: string;
+  /** When the path received the chunk (epoch ms, stored with it, so a replay sees the same). */
+  readonly receivedMs: number;
+}
+
 export interface Sequencer {
-  decide(payload: unknown, verdicts: Uint16Array, slot: number): unknown;
+  /** `origin` is given by runtimes with several ingest paths, per chunk; undefined otherwise. */
+  decide(payload: unknown, verdicts: Uint16Array, slot: number, origin?: Origin): unknown;
   /** A message for every worker after the batch just decided (e.g. "close these windows"). */
   pollBroadcast?(): unknown;
   /** Turns all workers' replies to a broadcast into records for the step's output. */
@@ -113,6 +126,8 @@ export interface Sequencer {
    * without changing any state; a service answers queries with it.
    */
   preview?(): unknown;
+  /** The watermark and each active ingest path's largest event time (epoch ms), for metrics. */
+  watermarks?(): { watermark: number; paths: Map<string, number> };
   /** Ordering state that must survive a restart (e.g. seen keys, the watermark). */
   snapshot?(): unknown;
   restore?(state: unknown): void;

@@ -173,6 +173,18 @@ export function createMetrics(options: { defaults?: boolean } = {}) {
       help: 'Ingest requests between arrival and answer.',
       registers: [registry],
     }),
+    watermark: new Gauge({
+      name: 'sluice_watermark_seconds',
+      help: "A window step's watermark (event time, Unix seconds) that lateness is decided against; in a cluster the least of its active ingest paths' (reported by the owner).",
+      labelNames: ['tenant', 'pipeline', 'step'],
+      registers: [registry],
+    }),
+    pathWatermark: new Gauge({
+      name: 'sluice_path_watermark_seconds',
+      help: 'Cluster runtime: the largest event time (Unix seconds) each active ingest path (instance) brought to a window step; minus sluice_watermark_seconds, how far it is ahead.',
+      labelNames: ['tenant', 'pipeline', 'step', 'path'],
+      registers: [registry],
+    }),
     ownerPending: new Gauge({
       name: 'sluice_owner_pending_messages',
       help: "Cluster runtime: requests in the stream after the last one the pipeline's owner read (reported by the owner only).",

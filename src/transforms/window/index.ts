@@ -13,6 +13,7 @@ import type {
   Batch,
   Decision,
   OrderedStep,
+  Origin,
   Rec,
   Sequencer,
   StepContext,
@@ -30,6 +31,8 @@ export interface WindowConfig {
   /** Hop between window starts; omitted for tumbling windows (hop = size). */
   hop?: string | number;
   allowed_lateness?: string | number;
+  /** Several ingest paths (the cluster): a path silent this long stops holding the watermark back. */
+  idle_path_timeout?: string | number;
   group_by?: string[];
   metrics: Record<string, MetricConfig>;
   /** Output the window rows go to (default: the step id). */
@@ -349,11 +352,30 @@ class WindowStep implements OrderedStep {
   }
 }
 
+/** One ingest path's progress: the largest event time it brought, and when it last sent. */
+interface Path {
+  max: number;
+  seenMs: number;
+}
+
+const DEFAULT_IDLE_PATH_MS = 10_000;
+
 class WindowSequencer implements Sequencer {
   readonly #g: Geometry;
   readonly #config: WindowConfig;
   readonly #agg: Aggregation;
+  /**
+   * The watermark lateness is decided against. With one ingest path (a file, the embedded
+   * service) it is the largest event time accepted so far. With several (cluster instances), each
+   * path keeps its own largest event time and the watermark is the least of them over the paths
+   * that sent something within `idle_path_timeout` (Flink's per-partition watermarks and
+   * idleness): a fast instance cannot make a slower one's events late. It never goes back.
+   */
   #watermark = -Infinity;
+  readonly #paths = new Map<string, Path>();
+  /** Latest receive time of any chunk: the clock idleness is measured by, stored with the input. */
+  #nowMs = -Infinity;
+  readonly #idleMs: number;
   /**
    * The earliest close time of a window that may hold records and is still open, and the latest.
    * Two numbers instead of the set of open windows: a record opens windows from the first still
@@ -366,14 +388,18 @@ class WindowSequencer implements Sequencer {
     this.#config = config;
     this.#g = geometry(config);
     this.#agg = new Aggregation(config.metrics);
+    this.#idleMs =
+      config.idle_path_timeout === undefined ? DEFAULT_IDLE_PATH_MS : parseDuration(config.idle_path_timeout);
   }
 
-  decide(payload: unknown, verdicts: Uint16Array, slot: number): Float64Array | undefined {
+  decide(payload: unknown, verdicts: Uint16Array, slot: number, origin?: Origin): Float64Array | undefined {
     const times = payload as Float64Array;
     const g = this.#g;
     const { size, hop, lateness } = g;
     const hopping = hop < size;
     const watermarks = hopping ? new Float64Array(times.length) : undefined;
+    // `idle_path_timeout: 0s`: one watermark for the whole stream, whatever path a chunk took.
+    const path = origin === undefined || this.#idleMs === 0 ? undefined : this.#arrive(origin);
     for (let i = 0; i < times.length; i++) {
       if (verdicts[i] !== 0) continue;
       const t = times[i]!;
@@ -389,15 +415,57 @@ class WindowSequencer implements Sequencer {
       const lastClose = last + size + lateness;
       if (lastClose <= this.#watermark) {
         verdicts[i] = verdictOf(slot, LATE);
+        // The path's progress counts late events too: a path catching up holds the others back.
+        if (path !== undefined && t > path.max) path.max = t;
         continue;
       }
       if (watermarks) watermarks[i] = this.#watermark;
       const firstClose = firstOpen(g, t, this.#watermark) + size + lateness;
       if (firstClose < this.#minClose) this.#minClose = firstClose;
       if (lastClose > this.#maxClose) this.#maxClose = lastClose;
-      if (t > this.#watermark) this.#watermark = t;
+      if (path === undefined) {
+        if (t > this.#watermark) this.#watermark = t;
+      } else if (t > path.max) {
+        path.max = t;
+        this.#advance();
+      }
     }
     return watermarks;
+  }
+
+  /** Records a chunk's arrival on its path; paths silent for longer than the timeout stop counting. */
+  #arrive(origin: Origin): Path {
+    let path = this.#paths.get(origin.path);
+    if (!path) this.#paths.set(origin.path, (path = { max: -Infinity, seenMs: origin.receivedMs }));
+    if (origin.receivedMs > path.seenMs) path.seenMs = origin.receivedMs;
+    if (origin.receivedMs > this.#nowMs) {
+      this.#nowMs = origin.receivedMs;
+      // A path that went idle no longer holds the watermark back: it may move on now.
+      this.#advance();
+    }
+    return path;
+  }
+
+  /** The watermark: the least largest event time over the active paths, never lower than before. */
+  #advance(): void {
+    let min = Infinity;
+    for (const [name, p] of this.#paths) {
+      if (this.#nowMs - p.seenMs > this.#idleMs) {
+        // Gone quiet: forgotten, so the snapshot and this loop stay as small as the live paths.
+        if (p.max <= this.#watermark) this.#paths.delete(name);
+        continue;
+      }
+      // A path with no event time yet (nothing but invalid records) has nothing to hold back.
+      if (p.max !== -Infinity && p.max < min) min = p.max;
+    }
+    if (min !== Infinity && min > this.#watermark) this.#watermark = min;
+  }
+
+  /** Each active path's largest event time, and the watermark (for metrics). */
+  watermarks(): { watermark: number; paths: Map<string, number> } {
+    const paths = new Map<string, number>();
+    for (const [name, p] of this.#paths) if (this.#nowMs - p.seenMs <= this.#idleMs) paths.set(name, p.max);
+    return { watermark: this.#watermark, paths };
   }
 
   pollBroadcast(): CloseMessage | undefined {
@@ -413,21 +481,45 @@ class WindowSequencer implements Sequencer {
     return { upTo: Infinity, keep: true };
   }
 
-  snapshot(): { shape: string; watermark: number; open: number[] } {
+  snapshot(): {
+    shape: string;
+    watermark: number;
+    open: number[];
+    paths: [string, number | null, number][];
+    nowMs: number | null;
+  } {
     // `open` keeps the format of the set of open window starts it replaced: the first and last.
     const { size, lateness } = this.#g;
     const open =
       this.#maxClose === -Infinity
         ? []
         : [this.#minClose - size - lateness, this.#maxClose - size - lateness];
-    return { shape: shapeOf(this.#config), watermark: this.#watermark, open };
+    const finite = (x: number): number | null => (Number.isFinite(x) ? x : null);
+    return {
+      shape: shapeOf(this.#config),
+      watermark: this.#watermark,
+      open,
+      // [path, largest event time or null, last receive time]
+      paths: [...this.#paths].map(([name, p]) => [name, finite(p.max), p.seenMs]),
+      nowMs: finite(this.#nowMs),
+    };
   }
 
   restore(state: unknown): void {
-    const { shape, watermark, open } = state as { shape: string; watermark: number; open: number[] };
+    const { shape, watermark, open, paths, nowMs } = state as {
+      shape: string;
+      watermark: number | null;
+      open: number[];
+      paths?: [string, number | null, number][];
+      nowMs?: number | null;
+    };
     checkShape(shape, this.#config);
     const { size, lateness } = this.#g;
+    // JSON turns -Infinity (nothing seen yet) into null.
     this.#watermark = watermark ?? -Infinity;
+    this.#nowMs = nowMs ?? -Infinity;
+    this.#paths.clear();
+    for (const [name, max, seenMs] of paths ?? []) this.#paths.set(name, { max: max ?? -Infinity, seenMs });
     this.#minClose = Infinity;
     this.#maxClose = -Infinity;
     for (const start of open) {
@@ -546,6 +638,12 @@ export const windowTransform: TransformSpec<WindowConfig> & ComponentExtras<Wind
         default: 0,
         description: 'How long after its end a window still accepts events.',
       },
+      idle_path_timeout: {
+        ...duration,
+        default: '10s',
+        description:
+          'Cluster: an ingest path (instance) that sent nothing for this long, by receive time, stops holding the watermark back.',
+      },
       group_by: {
         type: 'array',
         items: { type: 'string' },
@@ -594,11 +692,11 @@ export const windowTransform: TransformSpec<WindowConfig> & ComponentExtras<Wind
     keys: config.group_by ?? [],
   }),
   check: (config) => {
-    for (const key of ['size', 'hop', 'allowed_lateness'] as const) {
+    for (const key of ['size', 'hop', 'allowed_lateness', 'idle_path_timeout'] as const) {
       const value = config[key];
       if (value === undefined) continue;
       const ms = parseDuration(value);
-      if (!Number.isFinite(ms) || (key !== 'allowed_lateness' && ms <= 0)) {
+      if (!Number.isFinite(ms) || ((key === 'size' || key === 'hop') && ms <= 0)) {
         return {
           key,
           message: `${JSON.stringify(value)} is not a duration`,
