@@ -4,7 +4,7 @@
  * 1. embedded: one process with its SQLite store in a temporary directory;
  * 2. cluster, 1 instance: one process with `runtime: { type: cluster }` on the local NATS JetStream
  *    and PostgreSQL;
- * 3. cluster, 2 instances: two such processes.
+ * 3. cluster, 2 instances: two such processes (and 3 with `--instances 1,2,3`, the default).
  *
  * In the cluster runtime one pipeline has one owner at a time (docs/architecture.md), so a single
  * pipeline cannot use a second instance's processing. Every mode therefore serves two tenants, `t1`
@@ -31,7 +31,11 @@
  * Prints a markdown table on stdout, progress on stderr. The exit code is non-zero only when a
  * process crashes or a mode fails.
  *
- * Usage: npm run bench:cluster -- [--events N] [--concurrency N]
+ * A second table shows what the instances' number must not change (issue 15, watermarks per ingest
+ * path): `late` dead letters and the large payments rows in PostgreSQL, each mode beside the
+ * embedded run on the same load.
+ *
+ * Usage: npm run bench:cluster -- [--events N] [--concurrency N] [--instances 1,2,3]
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -77,13 +81,24 @@ const { values: flags } = parseArgs({
     concurrency: { type: 'string', default: '16' },
     // Each request with an Idempotency-Key: costs a key lookup per request on the owner.
     'idempotency-keys': { type: 'boolean', default: false },
+    /** Cluster modes to run, by number of instances. */
+    instances: { type: 'string', default: '1,2,3' },
   },
 });
+const INSTANCES = flags.instances.split(',').map(Number);
 const KEYED = flags['idempotency-keys'];
 const EVENTS = Number(flags.events);
 const CONCURRENCY = Number(flags.concurrency);
-if (!Number.isInteger(EVENTS) || EVENTS < 1 || !Number.isInteger(CONCURRENCY) || CONCURRENCY < 1) {
-  console.error('usage: bench/cluster.ts [--events N] [--concurrency N] [--idempotency-keys]');
+if (
+  !Number.isInteger(EVENTS) ||
+  EVENTS < 1 ||
+  !Number.isInteger(CONCURRENCY) ||
+  CONCURRENCY < 1 ||
+  !INSTANCES.every((n) => Number.isInteger(n) && n >= 1 && n <= 4)
+) {
+  console.error(
+    'usage: bench/cluster.ts [--events N] [--concurrency N] [--idempotency-keys] [--instances 1,2,3]',
+  );
   process.exit(2);
 }
 
@@ -228,7 +243,7 @@ async function dropSchema(schema: string): Promise<void> {
 }
 
 /** How many rows each tenant's large payments table holds: the same work done in every mode. */
-async function largeRows(schema: string): Promise<string> {
+async function largeRows(schema: string): Promise<string[]> {
   const sql = postgres(PG_URL, { max: 1, onnotice: () => {}, connection: { search_path: schema } });
   try {
     const counts: string[] = [];
@@ -236,9 +251,9 @@ async function largeRows(schema: string): Promise<string> {
       const [row] = await sql
         .unsafe<{ n: string }[]>(`SELECT count(*) AS n FROM large_payments_${t}`)
         .catch((err: Error) => [{ n: err.message }]);
-      counts.push(`${t} ${row?.n}`);
+      counts.push(row?.n ?? '?');
     }
-    return counts.join(', ');
+    return counts;
   } finally {
     await sql.end();
   }
@@ -397,7 +412,7 @@ async function ownership(instances: Instance[]): Promise<Map<string, string[]>> 
  * by reason. Concurrent requests reorder events, which moves some between accepted, duplicate and
  * late: this shows how much.
  */
-async function counted(instances: Instance[]): Promise<string> {
+async function counted(instances: Instance[]): Promise<Map<string, number>> {
   const sums = new Map<string, number>();
   for (const i of instances) {
     const text = await (await request(`${i.url}/metrics`)).body.text();
@@ -407,7 +422,7 @@ async function counted(instances: Instance[]): Promise<string> {
       sums.set(key, (sums.get(key) ?? 0) + Number(m[3]));
     }
   }
-  return [...sums].map(([k, n]) => `${k} ${int(n)}`).join(', ');
+  return sums;
 }
 
 const describeOwnership = (owns: Map<string, string[]>): string =>
@@ -572,6 +587,10 @@ interface Row {
   rssPeaks: number[];
   notes: string[];
   failed?: string;
+  /** `late` dead letters, summed over the instances' /metrics. */
+  late?: number;
+  /** Large payments rows in PostgreSQL after the stop, per tenant. */
+  large?: string[];
 }
 
 let crashed = false;
@@ -611,8 +630,7 @@ async function runMode(mode: Mode, bodies: Buffer[], events: number): Promise<Ro
         );
       }
     }
-    if (!interrupted)
-      row.notes.push(`large payments rows in PostgreSQL after the stop: ${await largeRows(place.schema)}`);
+    if (!interrupted) row.large = await largeRows(place.schema);
     await dropSchema(place.schema).catch((err: Error) => log(`[${mode.name}] DROP SCHEMA: ${err.message}`));
     if (mode.cluster)
       await dropStream(place.stream).catch((err: Error) => log(`[${mode.name}] drop stream: ${err.message}`));
@@ -665,7 +683,12 @@ async function runMode(mode: Mode, bodies: Buffer[], events: number): Promise<Ro
       `answers: ${others.length ? others.map(([s, n]) => `${int(n)}× ${s} (sent again)`).join(', ') : 'all 202'}`,
       `CPU: ${instances.map((i, n) => `${i.name} ${pct(shares.serverPct[n]!)}`).join(', ')} of one core; local nats-server + postgres ${pct(shares.servicesPct)} of one core; load generator ${pct(shares.loadPct)}; others ${pct(shares.othersPct)} of the machine`,
     );
-    row.notes.push(`events counted: ${await counted(instances).catch((err: Error) => err.message)}`);
+    const sums = await counted(instances).catch((err: Error) => err);
+    if (sums instanceof Error) row.notes.push(`events counted: ${sums.message}`);
+    else {
+      row.late = sums.get('dead late') ?? 0;
+      row.notes.push(`events counted: ${[...sums].map(([k, n]) => `${k} ${int(n)}`).join(', ')}`);
+    }
     if (mode.cluster) {
       const after = await ownership(instances);
       const moved = JSON.stringify([...after]) !== JSON.stringify([...ownedAtStart!]);
@@ -701,8 +724,7 @@ log(
 
 const modes: Mode[] = [
   { name: 'embedded', instances: 1, cluster: false },
-  { name: 'cluster', instances: 1, cluster: true },
-  { name: 'cluster', instances: 2, cluster: true },
+  ...INSTANCES.map((instances) => ({ name: 'cluster', instances, cluster: true })),
 ];
 const rows: Row[] = [];
 for (const mode of modes) rows.push(await runMode(mode, bodies, events));
@@ -742,6 +764,39 @@ for (const r of rows)
       int(r.rssPeakMiB),
     ]),
   );
+out.push(
+  '',
+  'What the number of instances must not change (docs/architecture.md, watermarks per ingest path): `late` dead letters and large payments rows in PostgreSQL, against the embedded run on the same load.',
+  '',
+  row([
+    'mode',
+    'instances',
+    'late',
+    'late vs embedded',
+    ...TENANTS.map((t) => `large rows ${t}`),
+    'large rows vs embedded',
+  ]),
+  `|---|--:|--:|--:|${TENANTS.map(() => '--:|').join('')}--:|`,
+);
+const signed = (n: number): string => (n > 0 ? `+${int(n)}` : n < 0 ? `−${int(-n)}` : '0');
+for (const r of rows) {
+  const base = rows[0]!;
+  const lateVs = r.late !== undefined && base.late !== undefined ? signed(r.late - base.late) : '?';
+  const largeVs =
+    r.large && base.large
+      ? signed(r.large.reduce((n, x) => n + Number(x), 0) - base.large.reduce((n, x) => n + Number(x), 0))
+      : '?';
+  out.push(
+    row([
+      r.mode.name,
+      String(r.mode.instances),
+      r.late === undefined ? '?' : int(r.late),
+      lateVs,
+      ...TENANTS.map((_, i) => (r.large?.[i] === undefined ? '?' : int(Number(r.large[i])))),
+      largeVs,
+    ]),
+  );
+}
 out.push('');
 const embedded = rows[0]!;
 for (const r of rows) {
