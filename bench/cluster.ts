@@ -37,7 +37,7 @@
  *
  * Usage: npm run bench:cluster -- [--events N] [--concurrency N] [--instances 1,2,3]
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { availableParallelism, cpus, loadavg, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
@@ -710,11 +710,35 @@ async function runMode(mode: Mode, bodies: Buffer[], events: number): Promise<Ro
 
 // ---- formatting
 
+/**
+ * What one process gives on one tenant's input read in order (`sluice run` of the payments example):
+ * the late count and large payments that no number of instances should change.
+ */
+function sequentialReference(file: string): { late: number; large: number } {
+  const out = mkdtempSync(join(tmpdir(), 'sluice-bench-cluster-ref-'));
+  try {
+    const r = spawnSync(
+      process.execPath,
+      [SLUICE_BIN, 'run', join(ROOT, 'examples', 'payments', 'pipeline.yaml'), '--input', file, '--out', out],
+      { encoding: 'utf8' },
+    );
+    if (r.status !== 0) throw new Error(`sluice run for the reference: ${r.stderr}`);
+    const summary = JSON.parse(readFileSync(join(out, 'summary.json'), 'utf8')) as {
+      late: number;
+      large: number;
+    };
+    return { late: summary.late, large: summary.large };
+  } finally {
+    rmSync(out, { recursive: true, force: true });
+  }
+}
+
 // ---- the run
 
 const started = performance.now();
 const loadBefore = loadavg()[0]!;
 const input = workloadInput(EVENTS);
+const reference = sequentialReference(input);
 const bodies = bodiesOf(input, EVENTS);
 const perTenant = bodies.reduce((n, b) => n + b.toString('utf8').split('\n').length - 1, 0);
 const events = perTenant * TENANTS.length;
@@ -766,32 +790,43 @@ for (const r of rows)
   );
 out.push(
   '',
-  'What the number of instances must not change (docs/architecture.md, watermarks per ingest path): `late` dead letters and large payments rows in PostgreSQL, against the embedded run on the same load.',
+  `What the number of instances must not change (docs/architecture.md, watermarks per ingest path): \`late\` dead letters and large payments rows in PostgreSQL, against the sequential reference (\`sluice run\` of each tenant's input in order: ${int(reference.late)} late and ${int(reference.large)} large payments per tenant) and the embedded run on the same load.`,
   '',
   row([
     'mode',
     'instances',
     'late',
+    'late vs reference',
     'late vs embedded',
     ...TENANTS.map((t) => `large rows ${t}`),
-    'large rows vs embedded',
+    'large rows vs reference',
   ]),
-  `|---|--:|--:|--:|${TENANTS.map(() => '--:|').join('')}--:|`,
+  `|---|--:|--:|--:|--:|${TENANTS.map(() => '--:|').join('')}--:|`,
+  row([
+    'sequential reference',
+    '—',
+    int(reference.late * TENANTS.length),
+    '0',
+    '',
+    ...TENANTS.map(() => int(reference.large)),
+    '0',
+  ]),
 );
 const signed = (n: number): string => (n > 0 ? `+${int(n)}` : n < 0 ? `−${int(-n)}` : '0');
 for (const r of rows) {
   const base = rows[0]!;
-  const lateVs = r.late !== undefined && base.late !== undefined ? signed(r.late - base.late) : '?';
-  const largeVs =
-    r.large && base.large
-      ? signed(r.large.reduce((n, x) => n + Number(x), 0) - base.large.reduce((n, x) => n + Number(x), 0))
-      : '?';
+  const lateVs = (than: number | undefined): string =>
+    r.late !== undefined && than !== undefined ? signed(r.late - than) : '?';
+  const largeVs = r.large
+    ? signed(r.large.reduce((n, x) => n + Number(x), 0) - reference.large * TENANTS.length)
+    : '?';
   out.push(
     row([
       r.mode.name,
       String(r.mode.instances),
       r.late === undefined ? '?' : int(r.late),
-      lateVs,
+      lateVs(reference.late * TENANTS.length),
+      lateVs(base.late),
       ...TENANTS.map((_, i) => (r.large?.[i] === undefined ? '?' : int(Number(r.large[i])))),
       largeVs,
     ]),
