@@ -1,16 +1,26 @@
 /**
- * Batch benchmark on the payments reference workload (shared/workload/README.md): the plain
- * single-threaded TypeScript baseline (bench/plain-payments.ts), `sluice run --workers 1` and
- * `sluice run` on all cores, each as its own child process, measured in the same run and in turn,
- * so that the machine's drift hits all three alike. Prints a markdown table on stdout (progress goes
- * to stderr). Timing never fails anything: the exit code is non-zero only when a process crashes.
+ * Batch benchmark on two workloads, each run three ways in the same run and in turn, so that the
+ * machine's drift hits all alike: a plain single-threaded TypeScript script of the same rules,
+ * `sluice run --workers 1` and `sluice run` on all cores, each as its own child process.
+ *
+ * - payments: the reference workload (shared/workload/README.md) through
+ *   examples/payments/pipeline.yaml against bench/plain-payments.ts; outputs are compared with the
+ *   workload's expected results, plus a 50,000-event batch for the peak RSS of a small batch.
+ * - telemetry: device reports with nested readings (bench/telemetry/generate.ts) through
+ *   examples/telemetry/pipeline.yaml (validate, fan-out, lookup, dedupe on three fields, hopping
+ *   windows) against bench/telemetry/plain.ts; every output is cross-checked against the plain
+ *   script's (bench/telemetry/compare.ts says what is allowed to differ).
+ *
+ * Prints markdown tables on stdout (progress goes to stderr). Timing never fails anything: the
+ * exit code is non-zero only when a process crashes.
  *
  * On a shared machine other work can take a core in the middle of a run, which slows a contender
  * that uses both cores more than one that uses one. A run during which other processes took more
  * than --max-others percent of the machine's CPU is measured again (at most twice more); the table
  * shows that share for every run it kept.
  *
- * Usage: npm run bench:batch -- [--runs N] [--events N] [--skip-plain] [--max-others PCT]
+ * Usage: npm run bench:batch -- [--workload payments|telemetry|all] [--runs N] [--events N]
+ *        [--telemetry-lines N] [--skip-plain] [--max-others PCT]
  */
 import { spawn, spawnSync } from 'node:child_process';
 import {
@@ -30,6 +40,8 @@ import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { transformSync } from 'esbuild';
+import { compareTelemetry } from './telemetry/compare.ts';
+import { telemetryFiles } from './telemetry/workload.ts';
 
 const ROOT = resolve(fileURLToPath(new URL('..', import.meta.url)));
 const SHARED = resolve(process.env.SLUICE_SHARED ?? join(ROOT, '..', 'shared'));
@@ -39,28 +51,37 @@ const PIPELINE = join(ROOT, 'examples', 'payments', 'pipeline.yaml');
 const SLUICE_BIN = join(ROOT, 'bin', 'sluice.js');
 const TIME_BIN = '/usr/bin/time';
 const SMALL_BATCH = 50_000;
+const TELEMETRY_SEED = 1;
 
 const { values: flags } = parseArgs({
   options: {
+    workload: { type: 'string', default: 'all' },
     runs: { type: 'string', default: '3' },
     events: { type: 'string', default: '1000000' },
+    // About a minute for the telemetry part (3 contenders, 3 runs) on 2 quiet cores.
+    'telemetry-lines': { type: 'string', default: '200000' },
     'skip-plain': { type: 'boolean', default: false },
     'max-others': { type: 'string', default: '10' },
   },
 });
+const WORKLOAD_NAME = flags.workload;
 const RUNS = Number(flags.runs);
 const EVENTS = Number(flags.events);
+const TELEMETRY_LINES = Number(flags['telemetry-lines']);
 const MAX_OTHERS = Number(flags['max-others']) / 100;
 const ATTEMPTS = 3;
 if (
+  !['payments', 'telemetry', 'all'].includes(WORKLOAD_NAME) ||
   !Number.isInteger(RUNS) ||
   RUNS < 1 ||
   !Number.isInteger(EVENTS) ||
   EVENTS < 1 ||
+  !Number.isInteger(TELEMETRY_LINES) ||
+  TELEMETRY_LINES < 1 ||
   !(MAX_OTHERS >= 0 && MAX_OTHERS <= 1)
 ) {
   console.error(
-    'usage: bench/batch.ts [--runs N ≥ 1] [--events N ≥ 1] [--skip-plain] [--max-others PCT (0-100, default 10)]',
+    'usage: bench/batch.ts [--workload payments|telemetry|all] [--runs N ≥ 1] [--events N ≥ 1] [--telemetry-lines N ≥ 1] [--skip-plain] [--max-others PCT (0-100, default 10)]',
   );
   process.exit(2);
 }
@@ -87,17 +108,20 @@ function workloadInput(count: number): string {
   return file;
 }
 
+let plainDir: string | undefined;
+
 /**
- * The baseline transpiled to plain JavaScript once, as sluice runs from dist/: running it through
+ * A baseline transpiled to plain JavaScript once, as sluice runs from dist/: running it through
  * tsx would charge it ~0.2 s of start-up and ~40 MiB of RSS that are the loader, not the code.
  * It goes to a temporary directory (outside what `eslint .` lints) that links the repo's
- * node_modules, so its imports resolve as they do from bench/.
+ * node_modules, so its imports resolve as they do from bench/. A baseline imports nothing else.
  */
-function compiledPlain(): { script: string; dir: string } {
-  const source = join(ROOT, 'bench', 'plain-payments.ts');
-  const dir = mkdtempSync(join(tmpdir(), 'sluice-bench-plain-'));
-  symlinkSync(join(ROOT, 'node_modules'), join(dir, 'node_modules'), 'dir');
-  const script = join(dir, 'plain-payments.mjs');
+function compiledPlain(source: string, name: string): string {
+  if (plainDir === undefined) {
+    plainDir = mkdtempSync(join(tmpdir(), 'sluice-bench-plain-'));
+    symlinkSync(join(ROOT, 'node_modules'), join(plainDir, 'node_modules'), 'dir');
+  }
+  const script = join(plainDir, `${name}.mjs`);
   const { code } = transformSync(readFileSync(source, 'utf8'), {
     loader: 'ts',
     format: 'esm',
@@ -105,7 +129,7 @@ function compiledPlain(): { script: string; dir: string } {
     sourcefile: source,
   });
   writeFileSync(script, code);
-  return { script, dir };
+  return script;
 }
 
 interface Contender {
@@ -194,13 +218,25 @@ async function measure(args: string[]): Promise<Sample> {
   return sample;
 }
 
-function compare(expectedName: string, outDir: string): { ok: boolean; report: string } {
+interface Check {
+  ok: boolean;
+  report: string;
+}
+
+/** Checks a contender's outputs; undefined when this run is not compared. */
+type Checker = (c: Contender, outDir: string) => Check | undefined;
+
+function compare(expectedName: string, outDir: string): Check {
   const r = spawnSync(
     process.execPath,
     [join(WORKLOAD, 'compare.mjs'), join(WORKLOAD, 'expected', expectedName), outDir],
     { encoding: 'utf8' },
   );
-  return { ok: r.status === 0, report: r.stdout + r.stderr };
+  const ok = r.status === 0;
+  return {
+    ok,
+    report: ok ? r.stdout : `output differs from expected/${expectedName}:\n${r.stdout}${r.stderr}`,
+  };
 }
 
 const median = (xs: number[]): number => {
@@ -209,12 +245,12 @@ const median = (xs: number[]): number => {
   return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
 };
 
-/** Runs every contender `RUNS` times, round-robin, and compares outputs when expected ones exist. */
+/** Runs every contender `RUNS` times, round-robin, and checks each output with `check`. */
 async function series(
   label: string,
   contenders: Contender[],
   input: string,
-  expected: string | undefined,
+  check: Checker | undefined,
 ): Promise<Map<string, Sample[]>> {
   const samples = new Map<string, Sample[]>(contenders.map((c) => [c.name, []]));
   for (let run = 1; run <= RUNS; run++) {
@@ -232,10 +268,10 @@ async function series(
         mkdirSync(outDir);
         s = await measure(c.args(input, outDir));
       }
-      if (!s.crashed && expected) {
-        const r = compare(expected, outDir);
+      const r = s.crashed ? undefined : check?.(c, outDir);
+      if (r) {
         s.compare = r.ok;
-        if (!r.ok) log(`${c.name}: output differs from expected/${expected}:\n${r.report}`);
+        if (!r.ok) log(`${c.name}: ${r.report}`);
       }
       rmSync(outDir, { recursive: true, force: true });
       samples.get(c.name)!.push(s);
@@ -294,79 +330,51 @@ const fixed = (x: number, digits: number): string => (Number.isFinite(x) ? x.toF
 const times = (x: number): string => (Number.isFinite(x) ? `${x.toFixed(2)}×` : 'n/a');
 const row = (cells: string[]): string => `| ${cells.join(' | ')} |`;
 
-// ---- inputs and contenders
+// ---- contenders
 const cores = availableParallelism();
-const input = workloadInput(EVENTS);
-const smallInput = workloadInput(SMALL_BATCH);
-const compiled = flags['skip-plain'] ? undefined : compiledPlain();
 const PLAIN = 'plain TypeScript, 1 thread';
 const W1 = 'sluice --workers 1';
 const ALL = `sluice, all cores (${cores} workers)`;
-const sluiceArgs = (inp: string, out: string): string[] => [
-  SLUICE_BIN,
-  'run',
-  PIPELINE,
-  '--input',
-  inp,
-  '--out',
-  out,
-];
-const plain: Contender = {
-  name: PLAIN,
-  args: (inp, out) => [compiled!.script, '--input', inp, '--out', out, '--tables', join(WORKLOAD, 'tables')],
-};
-const oneWorker: Contender = { name: W1, args: (inp, out) => [...sluiceArgs(inp, out), '--workers', '1'] };
-const allCores: Contender = { name: ALL, args: sluiceArgs };
+/** The three contenders of a workload: the plain script (run with `plainArgs`) and sluice twice. */
+function contenders(pipeline: string, plainArgs: Contender['args']): [Contender, Contender, Contender] {
+  const run = (inp: string, out: string): string[] => [
+    SLUICE_BIN,
+    'run',
+    pipeline,
+    '--input',
+    inp,
+    '--out',
+    out,
+  ];
+  return [
+    { name: PLAIN, args: plainArgs },
+    { name: W1, args: (inp, out) => [...run(inp, out), '--workers', '1'] },
+    { name: ALL, args: run },
+  ];
+}
 
-// Other work on the machine shows here: the bench itself keeps the load near 1 (plain) to 3.
-const loadBefore = loadavg()[0]!;
-const started = performance.now();
-const bigBytes = statSync(input).size;
-const big = await series(
-  `${EVENTS.toLocaleString('en-US')} events`,
-  flags['skip-plain'] ? [oneWorker, allCores] : [plain, oneWorker, allCores],
-  input,
-  EXPECTED[EVENTS],
-);
-const small = await series(
-  `${SMALL_BATCH.toLocaleString('en-US')} events`,
-  flags['skip-plain'] ? [allCores] : [plain, allCores],
-  smallInput,
-  undefined,
-);
-const elapsedS = (performance.now() - started) / 1000;
-if (compiled) rmSync(compiled.dir, { recursive: true, force: true });
-const loadAfter = loadavg()[0]!;
-
-// ---- report
-const bigSummary = new Map([...big].map(([name, s]) => [name, summarize(s, EVENTS, bigBytes)]));
-const smallBytes = statSync(smallInput).size;
-const smallSummary = new Map([...small].map(([name, s]) => [name, summarize(s, SMALL_BATCH, smallBytes)]));
-const base = bigSummary.get(PLAIN);
-const smallBase = smallSummary.get(PLAIN);
-
-const out: string[] = [];
-out.push(
-  `Payments workload, seed 1, ${EVENTS.toLocaleString('en-US')} events (${fixed(bigBytes / 1e6, 1)} MB), median of ${RUNS} run${RUNS === 1 ? '' : 's'}.`,
-  `Node ${process.version}, ${cores} cores (${cpus()[0]?.model ?? 'unknown CPU'}), ${fixed(totalmem() / 2 ** 30, 0)} GiB; peak RSS from ${existsSync(TIME_BIN) ? 'GNU time %M' : '/proc VmHWM sampling'}; 1-min load average ${loadBefore.toFixed(2)} before, ${loadAfter.toFixed(2)} after.`,
-  `A run during which other work took more than ${Math.round(MAX_OTHERS * 100)}% of the CPU was measured again (at most ${ATTEMPTS} attempts); "others' CPU share" is that share for the run kept.`,
-  '',
+const tableHead = (unit: string, check: string): string[] => [
   row([
     'implementation',
     'wall s (median)',
     "wall s, each run (others' CPU share)",
     'CPU s (user+sys)',
-    'events/s',
+    `${unit}/s`,
     'MB/s',
     'peak RSS MiB',
-    'events/s vs plain',
+    `${unit}/s vs plain`,
     'peak RSS vs plain',
-    'output vs expected',
+    check,
   ]),
   '|---|--:|--:|--:|--:|--:|--:|--:|--:|---|',
-);
-for (const [name, s] of bigSummary) {
-  out.push(
+];
+
+function resultRows(
+  summaries: Map<string, Summary>,
+  verdictOf = (s: Summary): string => s.verdict,
+): string[] {
+  const base = summaries.get(PLAIN);
+  return [...summaries].map(([name, s]) =>
     row([
       name,
       fixed(s.wallS, 2),
@@ -377,51 +385,188 @@ for (const [name, s] of bigSummary) {
       int(s.peakRssMiB),
       base ? times(s.eventsPerS / base.eventsPerS) : 'n/a',
       base ? times(s.peakRssMiB / base.peakRssMiB) : 'n/a',
-      s.verdict,
+      verdictOf(s),
     ]),
   );
 }
-out.push(
-  '',
-  `${SMALL_BATCH.toLocaleString('en-US')}-event batch (seed 1, ${fixed(smallBytes / 1e6, 1)} MB), median of ${RUNS}:`,
-  '',
-  '| implementation | wall s | peak RSS MiB | peak RSS vs plain |',
-  '|---|--:|--:|--:|',
-);
-for (const [name, s] of smallSummary) {
-  const vsPlain = smallBase ? times(s.peakRssMiB / smallBase.peakRssMiB) : 'n/a';
-  out.push(row([name, fixed(s.wallS, 2), int(s.peakRssMiB), vsPlain]));
-}
 
 // Targets from the issue; a verdict here is information, never an exit code.
-const all = bigSummary.get(ALL)!;
-const w1 = bigSummary.get(W1)!;
-const smallAll = smallSummary.get(ALL)!;
-const speedTarget = (s: Summary, want: number): string => {
+function speedTarget(s: Summary, base: Summary | undefined, want: number, unit: string): string {
   if (!base) return 'n/a (plain skipped)';
   const ratio = s.eventsPerS / base.eventsPerS;
   const need = want * base.eventsPerS;
   return ratio >= want
     ? `${times(ratio)}: holds`
-    : `${times(ratio)} (${int(s.eventsPerS)} vs ${int(need)} events/s needed): misses, ${times(need / s.eventsPerS)} short`;
-};
+    : `${times(ratio)} (${int(s.eventsPerS)} vs ${int(need)} ${unit}/s needed): misses, ${times(need / s.eventsPerS)} short`;
+}
 const rssTarget = (s: Summary, limit: number): string =>
   s.peakRssMiB <= limit
     ? `${int(s.peakRssMiB)} MiB: holds`
     : `${int(s.peakRssMiB)} MiB: misses by ${int(s.peakRssMiB - limit)} MiB (${times(s.peakRssMiB / limit)} the limit)`;
-out.push(
-  '',
-  '| target | measured |',
-  '|---|---|',
-  `| all cores ≥ 4× plain events/s | ${speedTarget(all, 4)} |`,
-  `| one worker ≥ 1.5× plain events/s | ${speedTarget(w1, 1.5)} |`,
-  `| all cores: peak RSS ≤ 256 MiB over ${EVENTS.toLocaleString('en-US')} events | ${rssTarget(all, 256)} |`,
-  `| one worker: peak RSS ≤ 256 MiB over ${EVENTS.toLocaleString('en-US')} events | ${rssTarget(w1, 256)} |`,
-  `| all cores: peak RSS ≤ 128 MiB for a ${SMALL_BATCH.toLocaleString('en-US')}-event batch | ${rssTarget(smallAll, 128)} |`,
-  '',
-  `Benchmark took ${fixed(elapsedS / 60, 1)} min.`,
-);
-process.stdout.write(out.join('\n') + '\n');
 
-const crashed = [...bigSummary.values(), ...smallSummary.values()].some((s) => s.crashed);
-process.exitCode = crashed ? 1 : 0;
+interface Report {
+  lines: string[];
+  crashed: boolean;
+}
+
+const anyCrashed = (...summaries: Map<string, Summary>[]): boolean =>
+  summaries.some((m) => [...m.values()].some((s) => s.crashed));
+
+/** The payments reference workload: 1M events (and a 50k batch), outputs compared with expected/. */
+async function payments(): Promise<Report> {
+  const input = workloadInput(EVENTS);
+  const smallInput = workloadInput(SMALL_BATCH);
+  const script = flags['skip-plain']
+    ? undefined
+    : compiledPlain(join(ROOT, 'bench', 'plain-payments.ts'), 'plain-payments');
+  const [plain, oneWorker, allCores] = contenders(PIPELINE, (inp, out) => [
+    script!,
+    '--input',
+    inp,
+    '--out',
+    out,
+    '--tables',
+    join(WORKLOAD, 'tables'),
+  ]);
+  const expected = EXPECTED[EVENTS];
+  const bigBytes = statSync(input).size;
+  const big = await series(
+    `${EVENTS.toLocaleString('en-US')} events`,
+    script ? [plain, oneWorker, allCores] : [oneWorker, allCores],
+    input,
+    expected ? (_c, outDir) => compare(expected, outDir) : undefined,
+  );
+  const small = await series(
+    `${SMALL_BATCH.toLocaleString('en-US')} events`,
+    script ? [plain, allCores] : [allCores],
+    smallInput,
+    undefined,
+  );
+
+  const bigSummary = new Map([...big].map(([name, s]) => [name, summarize(s, EVENTS, bigBytes)]));
+  const smallBytes = statSync(smallInput).size;
+  const smallSummary = new Map([...small].map(([name, s]) => [name, summarize(s, SMALL_BATCH, smallBytes)]));
+  const base = bigSummary.get(PLAIN);
+  const smallBase = smallSummary.get(PLAIN);
+  const out: string[] = [
+    `Payments workload, seed 1, ${EVENTS.toLocaleString('en-US')} events (${fixed(bigBytes / 1e6, 1)} MB), median of ${RUNS} run${RUNS === 1 ? '' : 's'}.`,
+    '',
+    ...tableHead('events', 'output vs expected'),
+    ...resultRows(bigSummary),
+    '',
+    `${SMALL_BATCH.toLocaleString('en-US')}-event batch (seed 1, ${fixed(smallBytes / 1e6, 1)} MB), median of ${RUNS}:`,
+    '',
+    '| implementation | wall s | peak RSS MiB | peak RSS vs plain |',
+    '|---|--:|--:|--:|',
+  ];
+  for (const [name, s] of smallSummary) {
+    const vsPlain = smallBase ? times(s.peakRssMiB / smallBase.peakRssMiB) : 'n/a';
+    out.push(row([name, fixed(s.wallS, 2), int(s.peakRssMiB), vsPlain]));
+  }
+  const all = bigSummary.get(ALL)!;
+  const w1 = bigSummary.get(W1)!;
+  const smallAll = smallSummary.get(ALL)!;
+  const events = EVENTS.toLocaleString('en-US');
+  out.push(
+    '',
+    '| target | measured |',
+    '|---|---|',
+    `| all cores ≥ 4× plain events/s | ${speedTarget(all, base, 4, 'events')} |`,
+    `| one worker ≥ 1.5× plain events/s | ${speedTarget(w1, base, 1.5, 'events')} |`,
+    `| all cores: peak RSS ≤ 256 MiB over ${events} events | ${rssTarget(all, 256)} |`,
+    `| one worker: peak RSS ≤ 256 MiB over ${events} events | ${rssTarget(w1, 256)} |`,
+    `| all cores: peak RSS ≤ 128 MiB for a ${SMALL_BATCH.toLocaleString('en-US')}-event batch | ${rssTarget(smallAll, 128)} |`,
+  );
+  return { lines: out, crashed: anyCrashed(bigSummary, smallSummary) };
+}
+
+/**
+ * The telemetry workload: every output is cross-checked against the plain script's. The first
+ * plain run's output is the reference (later plain runs are checked against it too); with
+ * --skip-plain the script still runs once, unmeasured, to make it.
+ */
+async function telemetry(): Promise<Report> {
+  const files = telemetryFiles(ROOT, DATA, TELEMETRY_SEED, TELEMETRY_LINES, log);
+  const script = compiledPlain(join(ROOT, 'bench', 'telemetry', 'plain.ts'), 'plain-telemetry');
+  const [plain, oneWorker, allCores] = contenders(files.pipeline, (inp, out) => [
+    script,
+    '--input',
+    inp,
+    '--out',
+    out,
+    '--sites',
+    files.sites,
+    '--schema',
+    files.schema,
+  ]);
+  const referenceDir = join(mkdtempSync(join(tmpdir(), 'sluice-bench-reference-')), 'plain');
+  let reference = false;
+  if (flags['skip-plain']) {
+    log('telemetry: running the plain script once for the reference output ...');
+    const r = spawnSync(process.execPath, plain.args(files.input, referenceDir), {
+      cwd: ROOT,
+      stdio: ['ignore', 'ignore', 'inherit'],
+    });
+    reference = r.status === 0;
+  }
+  const check: Checker = (c, outDir) => {
+    if (c === plain && !reference) {
+      renameSync(outDir, referenceDir);
+      reference = true;
+      return undefined;
+    }
+    return reference
+      ? compareTelemetry(referenceDir, outDir)
+      : { ok: false, report: 'no reference: the plain script has not completed a run' };
+  };
+  const bytes = statSync(files.input).size;
+  const samples = await series(
+    `telemetry ${TELEMETRY_LINES.toLocaleString('en-US')} lines`,
+    flags['skip-plain'] ? [oneWorker, allCores] : [plain, oneWorker, allCores],
+    files.input,
+    check,
+  );
+  rmSync(resolve(referenceDir, '..'), { recursive: true, force: true });
+
+  const summaries = new Map([...samples].map(([name, s]) => [name, summarize(s, TELEMETRY_LINES, bytes)]));
+  const base = summaries.get(PLAIN);
+  const all = summaries.get(ALL)!;
+  const out: string[] = [
+    `Telemetry workload, seed ${TELEMETRY_SEED}, ${TELEMETRY_LINES.toLocaleString('en-US')} lines (${fixed(bytes / 1e6, 1)} MB, ~3 readings a line), median of ${RUNS} run${RUNS === 1 ? '' : 's'}.`,
+    'Cross-check against the plain script: rows, counters and dead letters by reason equal; count, min, max exact; avg within 1e-9 relative; p90 within 0.005 relative of the exact value at rank ⌊0.9·(n−1)⌋ ± 1; distinct devices exact up to 2048, else within 3%.',
+    '',
+    ...tableHead('lines', 'cross-check vs plain'),
+    ...resultRows(summaries, (s) =>
+      s !== base || s.crashed
+        ? s.verdict
+        : s.verdict === 'not compared'
+          ? 'reference'
+          : `reference; repeats ${s.verdict}`,
+    ),
+    '',
+    '| target | measured |',
+    '|---|---|',
+    `| all cores ≥ 2× plain lines/s | ${speedTarget(all, base, 2, 'lines')} |`,
+    `| all cores: peak RSS ≤ 256 MiB over ${TELEMETRY_LINES.toLocaleString('en-US')} lines | ${rssTarget(all, 256)} |`,
+  ];
+  return { lines: out, crashed: anyCrashed(summaries) };
+}
+
+// Other work on the machine shows here: the bench itself keeps the load near 1 (plain) to 3.
+const loadBefore = loadavg()[0]!;
+const started = performance.now();
+const reports: Report[] = [];
+if (WORKLOAD_NAME !== 'telemetry') reports.push(await payments());
+if (WORKLOAD_NAME !== 'payments') reports.push(await telemetry());
+const elapsedS = (performance.now() - started) / 1000;
+if (plainDir) rmSync(plainDir, { recursive: true, force: true });
+const loadAfter = loadavg()[0]!;
+
+const out: string[] = [
+  `Node ${process.version}, ${cores} cores (${cpus()[0]?.model ?? 'unknown CPU'}), ${fixed(totalmem() / 2 ** 30, 0)} GiB; peak RSS from ${existsSync(TIME_BIN) ? 'GNU time %M' : '/proc VmHWM sampling'}; 1-min load average ${loadBefore.toFixed(2)} before, ${loadAfter.toFixed(2)} after.`,
+  `A run during which other work took more than ${Math.round(MAX_OTHERS * 100)}% of the CPU was measured again (at most ${ATTEMPTS} attempts); "others' CPU share" is that share for the run kept.`,
+];
+for (const r of reports) out.push('', ...r.lines);
+out.push('', `Benchmark took ${fixed(elapsedS / 60, 1)} min.`);
+process.stdout.write(out.join('\n') + '\n');
+process.exitCode = reports.some((r) => r.crashed) ? 1 : 0;
