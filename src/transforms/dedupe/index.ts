@@ -47,6 +47,15 @@ function keyPart(v: unknown): string | undefined {
   return '\u0001' + JSON.stringify(v);
 }
 
+/** Text that JSON writes as it is between quotes: no quote, backslash, control or surrogate. */
+function plainText(s: string): boolean {
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c < 0x20 || c === 0x22 || c === 0x5c || (c >= 0xd800 && c <= 0xdfff)) return false;
+  }
+  return true;
+}
+
 class DedupeStep implements OrderedStep {
   readonly kind = 'ordered';
   readonly outcomes = [
@@ -67,14 +76,24 @@ class DedupeStep implements OrderedStep {
   }
 
   #keyOf(r: Rec): string | undefined {
-    if (this.#readers.length === 1) return keyPart(this.#readers[0]!(r));
-    const parts: unknown[] = [];
-    for (const read of this.#readers) {
-      const v = read(r);
+    const readers = this.#readers;
+    if (readers.length === 1) return keyPart(readers[0]!(r));
+    // The key is the JSON text of the values' array (saved in checkpoints, so it must not change),
+    // written here without the array and JSON.stringify's call for each value, which measured
+    // 4.7% of the telemetry workload's CPU with a three-field key.
+    let key = '[';
+    for (let i = 0; i < readers.length; i++) {
+      const v = readers[i]!(r);
       if (v === undefined || v === null) return undefined;
-      parts.push(v);
+      if (i > 0) key += ',';
+      key +=
+        typeof v === 'string' && plainText(v)
+          ? '"' + v + '"'
+          : typeof v === 'number' && Number.isFinite(v)
+            ? String(v)
+            : JSON.stringify(v);
     }
-    return JSON.stringify(parts);
+    return key + ']';
   }
 
   extract(input: Batch): KeysPayload {

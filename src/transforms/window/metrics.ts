@@ -239,7 +239,9 @@ export class HyperLogLog {
   }
 
   toJSON(): HllState {
-    if (this.#set) return { p: this.p, s: [...this.#set].sort((a, b) => a - b) };
+    // Hashes are unsigned 32-bit: a typed array sorts them numerically, natively (a comparator
+    // sort of up to 2048 values per window and pane was 3.7% of the telemetry workload's CPU).
+    if (this.#set) return { p: this.p, s: Array.from(Uint32Array.from(this.#set).sort()) };
     return { p: this.p, r: Buffer.from(this.#regs!).toString('base64') };
   }
 
