@@ -140,6 +140,12 @@ export const ERRORS = {
     status: 404,
     hint: 'Check the pipeline name in the URL; a tenant sees only its own pipelines.',
   },
+  SLUICE_ERR_TAP_UNSUPPORTED: {
+    category: 'request',
+    title: 'This runtime cannot tap a pipeline',
+    status: 501,
+    hint: '`sluice tap` works with the embedded runtime; in the cluster runtime, read the window rows and dead letters, or a sink, meanwhile.',
+  },
   SLUICE_ERR_BAD_REQUEST: {
     category: 'request',
     title: 'Invalid request parameters',
@@ -223,6 +229,11 @@ export const ERRORS = {
     title: 'The upstream service did not answer',
     status: 502,
     hint: 'The request was for the service behind sluice (upstream.url), which is unreachable or timed out. Operators: check that service; the routes sluice serves itself are not affected.',
+  },
+  SLUICE_ERR_TAP_REFUSED: {
+    category: 'runtime',
+    title: '`sluice tap`: the service refused',
+    hint: "Check --key (a key of the pipeline's tenant), the pipeline's name and --step; the message has the service's own code.",
   },
   SLUICE_ERR_SERVICE_UNREACHABLE: {
     category: 'runtime',

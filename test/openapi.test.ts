@@ -36,6 +36,7 @@ const ROUTES: [Method, string][] = [
   ['post', '/v1/pipelines/{pipeline}/events'],
   ['get', '/v1/pipelines/{pipeline}/windows'],
   ['get', '/v1/pipelines/{pipeline}/dead-letters'],
+  ['get', '/v1/pipelines/{pipeline}/tap'],
   ['post', '/v1/pipelines/{pipeline}/dead-letters/replay'],
   ['get', '/metrics'],
   ['get', '/healthz'],

@@ -12,6 +12,7 @@ import { testCommand } from './test.ts';
 import { demoCommand } from './demo.ts';
 import { serveCommand } from './serve.ts';
 import { keysHashCommand, keysNewCommand } from './keys.ts';
+import { tapCommand } from './tap.ts';
 import { topCommand } from './top.ts';
 import { pipelineSchema } from '../core/schema.ts';
 
@@ -138,6 +139,19 @@ export function commandLine(exit: (code: number) => void): Command {
     .option('--interval <duration>', 'time between two reads', '2s')
     .option('--iterations <n>', 'stop after this many screens (default: until Ctrl-C)', positiveInt)
     .action(action(topCommand));
+
+  program
+    .command('tap')
+    .description(
+      'Records leaving a step of a pipeline in a running sluice serve, live, one JSON line each (embedded runtime).',
+    )
+    .argument('<pipeline>', "the pipeline's name")
+    .option('--step <id>', "the step's id (default: the last step)")
+    .option('--url <url>', 'the service', 'http://127.0.0.1:8080')
+    .option('--key <key>', "an API key of the pipeline's tenant (default: $SLUICE_API_KEY)")
+    .option('--limit <n>', 'stop after this many records', positiveInt, 100)
+    .option('--seconds <duration>', 'stop after this long', '60s')
+    .action(action(tapCommand));
 
   program
     .command('demo')

@@ -47,6 +47,8 @@ class ChunkState implements StepContext {
   firstIndex = 0;
   /** The current group's extract payloads, kept for the steps' `apply`. */
   payloads: unknown[] = [];
+  /** Copies of the records leaving tapped steps (`sluice tap`). */
+  taps: Record<string, Rec[]> | undefined;
 
   constructor(readonly subscribed: ReadonlySet<string>) {}
 
@@ -67,7 +69,18 @@ class ChunkState implements StepContext {
   count(name: string, n = 1): void {
     this.counters[name] = (this.counters[name] ?? 0) + n;
   }
+
+  /** Copies (later steps may change the records) of the first records leaving a tapped step. */
+  tap(step: string, records: readonly Rec[]): void {
+    const taps = (this.taps ??= {});
+    const list = (taps[step] ??= []);
+    for (let i = 0; i < records.length && list.length < TAP_SAMPLE; i++)
+      list.push(structuredClone(records[i]!));
+  }
 }
+
+/** Records a tapped step shows per chunk at most: a sample for a person to read, not a copy of the stream. */
+export const TAP_SAMPLE = 20;
 
 export interface ProcessorOptions {
   /**
@@ -85,6 +98,8 @@ export class Processor {
   #indexed = false;
   #encoders = new Map<string, { sinkId: string; encode: Encoder }[]>();
   #subscribed = new Set<string>();
+  /** Steps whose records `sluice tap` is watching. */
+  #tapped: ReadonlySet<string> = new Set();
   /**
    * Chunks waiting for verdicts, by seq: a few at most, so a list searched from the end. (A Map
    * with a set and a delete per chunk cost ~0.4 µs a chunk in rehashing, bench/chunk-cost.ts.)
@@ -119,6 +134,9 @@ export class Processor {
           return;
         case 'verdict':
           this.#onVerdict(msg);
+          return;
+        case 'tap':
+          this.#tapped = new Set(msg.steps);
           return;
         case 'command': {
           const step = this.#steps[msg.step] as OrderedStep;
@@ -172,10 +190,12 @@ export class Processor {
   }
 
   #runMaps(state: ChunkState, indices: readonly number[]): void {
+    const tapped = this.#tapped;
     for (const i of indices) {
       state.step = this.#pipeline.steps[i]!.id;
       state.batch = (this.#steps[i] as MapStep).run(state.batch, state);
       state.count(stepOut(state.step), state.batch.records.length);
+      if (tapped.size > 0 && tapped.has(state.step)) state.tap(state.step, state.batch.records);
     }
   }
 
@@ -258,6 +278,7 @@ export class Processor {
         indices,
       });
       state.count(stepOut(state.step), records.length);
+      if (this.#tapped.size > 0 && this.#tapped.has(state.step)) state.tap(state.step, records);
     });
     state.batch = { records, pos };
     state.payloads = [];
@@ -317,14 +338,16 @@ export class Processor {
       if (this.#subscribed.has(DEAD_OUTPUT)) state.emitted.set(DEAD_OUTPUT, dead);
     }
     const counters = state.counters;
+    const taps = state.taps;
     if (this.options.capture) {
-      this.reply({ t: 'done', seq, outputs: {}, records: Object.fromEntries(state.emitted), counters });
+      const records = Object.fromEntries(state.emitted);
+      this.reply({ t: 'done', seq, outputs: {}, records, counters, ...(taps && { taps }) });
       return;
     }
     const outputs: Record<string, EncodedOutput> = {};
     for (const [output, list] of state.emitted)
       outputs[output] = encodeFor(this.#encoders.get(output) ?? [], list);
-    this.reply({ t: 'done', seq, outputs, counters });
+    this.reply({ t: 'done', seq, outputs, counters, ...(taps && { taps }) });
   }
 }
 

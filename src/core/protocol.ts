@@ -17,7 +17,9 @@ export type ToProcessor =
       verdicts: Uint16Array | null;
       infos: unknown[];
     }
-  | { t: 'command'; id: number; step: number; message: unknown };
+  | { t: 'command'; id: number; step: number; message: unknown }
+  /** Copies of the records each of these steps passes on go out with `done` (`sluice tap`). */
+  | { t: 'tap'; steps: string[] };
 
 /** One output of one batch, encoded per subscribed sink. */
 export interface EncodedOutput {
@@ -44,6 +46,8 @@ export type FromProcessor =
       /** Only with ProcessorOptions.capture: every output's records, dead letters under `dead`. */
       records?: Record<string, Rec[]>;
       counters: Record<string, number>;
+      /** Records after each tapped step, copied as they left it (at most TAP_SAMPLE per step). */
+      taps?: Record<string, Rec[]>;
     }
   | { t: 'reply'; id: number; reply: unknown };
 

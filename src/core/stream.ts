@@ -22,6 +22,8 @@ export interface ChunkResult {
   counters: Record<string, number>;
   /** Records per output: what sinks read, rows of windows that closed, and `dead`. */
   outputs: Map<string, Rec[]>;
+  /** Copies of the first records each tapped step passed on (see `tap`). */
+  taps?: Record<string, Rec[]>;
 }
 
 /** What a chunk's records became, in records (see FANOUT_COUNTER). */
@@ -113,6 +115,14 @@ export class StreamPipeline {
     return into;
   }
 
+  /**
+   * From the next chunk on, results carry copies of the first records (processor.ts TAP_SAMPLE)
+   * that each of these steps passes on; [] stops. Costs nothing while no step is tapped.
+   */
+  tap(steps: string[]): void {
+    void this.#processor.handle({ t: 'tap', steps });
+  }
+
   /** Watermarks of the steps that keep one (windows), by step id. */
   watermarks(): { step: string; watermark: number; paths: Map<string, number> }[] {
     const out: { step: string; watermark: number; paths: Map<string, number> }[] = [];
@@ -200,6 +210,7 @@ export class StreamPipeline {
         current.counters[name] = (current.counters[name] ?? 0) + n;
     for (const [output, records] of Object.entries(m.records ?? {}))
       this.#add(current.outputs, output, records);
+    if (m.taps) current.taps = m.taps;
     this.#done = true;
   }
 

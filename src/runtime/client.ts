@@ -4,6 +4,7 @@
  * were made, and the pipeline thread works them in that order. Ingest and replay calls first wait
  * in their tenant's lane until the pipeline thread has room for them (lanes.ts).
  */
+import type { Rec } from '../core/types.ts';
 import { Worker } from 'node:worker_threads';
 import { deserializeError } from '../core/protocol.ts';
 import { SluiceError } from '../errors.ts';
@@ -27,6 +28,8 @@ export interface ClientEvents {
   state(state: RuntimeState): void;
   /** The pipeline thread cannot go on, or died. */
   fatal(err: SluiceError): void;
+  /** Copies of records leaving tapped steps (`sluice tap`). */
+  tapped?(pipeline: string, taps: Record<string, Rec[]>): void;
 }
 
 interface Pending {
@@ -80,6 +83,9 @@ export class RuntimeClient {
             return;
           case 'fatal':
             events.fatal(deserializeError(m.error));
+            return;
+          case 'tap':
+            events.tapped?.(m.pipeline, m.taps);
             return;
           case 'answers':
             for (const p of m.processed) client.#processed(p);

@@ -13,6 +13,7 @@ import type { DeadLetterQuery, IngestMeta, Page, ReplayFilter, WindowQuery } fro
 import { Committer } from '../service/committer.ts';
 import { fingerprintOf } from '../service/config.ts';
 import type { Metrics } from '../service/metrics.ts';
+import type { Rec } from '../core/types.ts';
 import { PipelineRuntime, type PipelineSpec, type RuntimeContext } from '../service/runtime.ts';
 import { openDatabase } from '../service/store.ts';
 import type { RuntimeConfig, RuntimeState, WireBody } from './protocol.ts';
@@ -26,7 +27,11 @@ export interface RuntimeEvents {
   state(state: RuntimeState): void;
   /** The state could not be rebuilt from the store: nothing more can be accepted. */
   fatal(err: unknown): void;
+  /** Copies of records leaving tapped steps (`sluice tap`). */
+  tapped?(pipeline: string, taps: Record<string, Rec[]>): void;
 }
+
+const NO_STEPS: readonly string[] = [];
 
 export class EmbeddedRuntime {
   readonly log: Logger;
@@ -41,6 +46,8 @@ export class EmbeddedRuntime {
   #timers: NodeJS.Timeout[] = [];
   #state: RuntimeState | 'stopped' = 'ready';
   #logBytes = new Map<string, number>();
+  /** Tapped steps by pipeline; applied to whichever PipelineRuntime serves it (reloads replace them). */
+  #tapped = new Map<string, readonly string[]>();
 
   private constructor(
     config: RuntimeConfig,
@@ -106,6 +113,7 @@ export class EmbeddedRuntime {
             cause: err,
           }),
         ),
+      tapped: (pipeline, taps) => this.events.tapped?.(pipeline, taps),
     };
     try {
       this.#pipelines = await this.#open(config, undefined);
@@ -161,10 +169,25 @@ export class EmbeddedRuntime {
       throw new SluiceError('SLUICE_ERR_SHUTTING_DOWN', 'the service is shutting down');
   }
 
+  /** Watches these steps of a pipeline for `sluice tap` ([] stops); unknown steps are refused. */
+  tap(key: string, steps: string[]): void {
+    const runtime = this.#pipeline(key);
+    const known = new Set(runtime.spec.prepared.pipeline.steps.map((s) => s.id));
+    const unknown = steps.find((s) => !known.has(s));
+    if (unknown !== undefined)
+      throw new SluiceError(
+        'SLUICE_ERR_NOT_FOUND',
+        `pipeline ${JSON.stringify(runtime.spec.name)} has no step ${JSON.stringify(unknown)}`,
+      );
+    if (steps.length === 0) this.#tapped.delete(key);
+    else this.#tapped.set(key, [...steps]);
+  }
+
   /** Processes a body; resolves with its answer once everything it produced is durable. */
   async ingest(key: string, wire: WireBody, meta: IngestMeta): Promise<object> {
     this.#accepting();
     const runtime = this.#pipeline(key);
+    runtime.tap(this.#tapped.get(key) ?? NO_STEPS);
     const body = Buffer.from(wire.body.buffer, wire.body.byteOffset, wire.body.byteLength);
     const raw = wire.raw ? Buffer.from(wire.raw.buffer, wire.raw.byteOffset, wire.raw.byteLength) : body;
     const { answer, durable } = runtime.ingest({ raw, gzip: wire.gzip, body, bounds: wire.bounds }, meta);

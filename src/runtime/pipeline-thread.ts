@@ -30,6 +30,7 @@ metrics.watchThread('pipeline', () => performance.eventLoopUtilization());
 
 /** Answers not sent yet: those of one turn of the event loop go as one message (protocol.ts). */
 let answers: Answer[] = [];
+let pendingTaps: FromRuntime[] = [];
 let processed: Processed[] = [];
 let closing = false;
 let flushing = false;
@@ -37,8 +38,10 @@ const flush = (): void => {
   flushing = false;
   if (answers.length > 0 || processed.length > 0)
     port.postMessage({ t: 'answers', answers, processed } satisfies FromRuntime);
+  for (const m of pendingTaps) port.postMessage(m);
   answers = [];
   processed = [];
+  pendingTaps = [];
   if (closing) port.close();
 };
 const flushSoon = (): void => {
@@ -72,6 +75,11 @@ try {
   runtime = await EmbeddedRuntime.start(config, log, metrics, {
     state: (state) => post({ t: 'state', state }),
     fatal: (err) => post({ t: 'fatal', error: serializeError(asSluice(err)) }),
+    // With the answers of the same turn, not ahead of them: a tap is a sample, not a signal.
+    tapped: (pipeline, taps) => {
+      flushSoon();
+      pendingTaps.push({ t: 'tap', pipeline, taps });
+    },
   });
 } catch (err) {
   post({ t: 'start-failed', error: serializeError(asSluice(err)) });
@@ -85,6 +93,7 @@ const calls: Record<CallName, (...args: never[]) => unknown> = {
   replay: (...a: Parameters<EmbeddedRuntime['replay']>) => runtime.replay(...a),
   reload: (...a: Parameters<EmbeddedRuntime['reload']>) => runtime.reload(...a),
   checkpoint: () => runtime.checkpoint(),
+  tap: (...a: Parameters<EmbeddedRuntime['tap']>) => runtime.tap(...a),
   metrics: () => metrics.registry.getMetricsAsJSON(),
   shutdown: async () => {
     await runtime.shutdown();

@@ -4,6 +4,7 @@
  * of its state on its own. Everything here is structured-cloneable.
  */
 import type { SerializedError } from '../core/protocol.ts';
+import type { Rec } from '../core/types.ts';
 import type { ServiceConfig } from '../service/config.ts';
 import type { DeadLetterQuery, IngestMeta, ReplayFilter, WindowQuery } from '../service/api.ts';
 
@@ -36,6 +37,8 @@ export interface Calls {
   };
   reload: { args: [config: RuntimeConfig]; value: { replaced: string[]; retired: string[] } };
   checkpoint: { args: []; value: void };
+  /** The steps of a pipeline whose records `sluice tap` watches; [] for none. */
+  tap: { args: [pipeline: string, steps: string[]]; value: void };
   metrics: { args: []; value: object[] };
   shutdown: { args: []; value: void };
 }
@@ -76,6 +79,8 @@ export type FromRuntime =
   | { t: 'start-failed'; error: SerializedError }
   | { t: 'answers'; answers: Answer[]; processed: Processed[] }
   | { t: 'state'; state: RuntimeState }
+  /** Copies of records leaving tapped steps of a pipeline, per step (`sluice tap`). */
+  | { t: 'tap'; pipeline: string; taps: Record<string, Rec[]> }
   /** The thread cannot go on (its state could not be rebuilt): the service must stop. */
   | { t: 'fatal'; error: SerializedError };
 

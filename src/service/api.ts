@@ -68,6 +68,15 @@ export interface PipelineHandle {
   windows(q: WindowQuery): Page<[number, string]> | Promise<Page<[number, string]>>;
   deadLetters(q: DeadLetterQuery): Page<number> | Promise<Page<number>>;
   replay(filter: ReplayFilter, meta: IngestMeta): ReplayResult | Promise<ReplayResult>;
+  /**
+   * `sluice tap`: calls `listener` with copies of the first records leaving `step` (default: the
+   * last step) of each body processed from now on; resolves with the step and the function that
+   * stops. Absent where the runtime cannot (the cluster runtime, for now).
+   */
+  tap?(
+    step: string | undefined,
+    listener: (records: Rec[]) => void,
+  ): Promise<{ step: string; stop: () => Promise<void> }>;
 }
 
 export interface Page<C> {

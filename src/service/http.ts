@@ -3,6 +3,7 @@
  * RFC 9457 problem document carrying the catalogue's code; bodies are read as raw bytes and
  * decoded by the http source, so a bad record never fails the whole request.
  */
+import { PassThrough } from 'node:stream';
 import { randomUUID } from 'node:crypto';
 import { STATUS_CODES } from 'node:http';
 import type { Duplex } from 'node:stream';
@@ -548,6 +549,63 @@ function routes(app: FastifyInstance, service: ServiceHandle): void {
         after,
       });
       return { items: page.items, next_cursor: page.next !== undefined ? encodeCursor(page.next) : null };
+    },
+  );
+
+  app.get<{ Params: PipelineParams; Querystring: Record<string, string> }>(
+    '/v1/pipelines/:pipeline/tap',
+    { schema: schemas.tapPipeline },
+    async (req, reply) => {
+      const runtime = pipelineOf(req);
+      const { step, limit, seconds, ...rest } = req.query;
+      const unknown = Object.keys(rest);
+      if (unknown.length > 0)
+        throw new SluiceError(
+          'SLUICE_ERR_BAD_REQUEST',
+          `unknown parameter ${JSON.stringify(unknown[0])}; use step, limit, seconds`,
+        );
+      if (!runtime.tap)
+        throw new SluiceError('SLUICE_ERR_TAP_UNSUPPORTED', 'this runtime cannot tap a pipeline yet');
+      const max = limitOf(limit, 100, 10_000);
+      const secs = seconds === undefined || seconds === '' ? 60 : Number(seconds);
+      if (!Number.isFinite(secs) || secs <= 0 || secs > 3600)
+        throw new SluiceError(
+          'SLUICE_ERR_BAD_REQUEST',
+          `seconds ${JSON.stringify(seconds)} is not between 0 and 3600`,
+        );
+      const out = new PassThrough();
+      let sent = 0;
+      let done = false;
+      let stop: (() => Promise<void>) | undefined = undefined;
+      let name = step || '';
+      const end = (): void => {
+        if (done) return;
+        done = true;
+        clearTimeout(timer);
+        void stop?.();
+        out.end();
+      };
+      const timer = setTimeout(end, secs * 1000);
+      const tapped = await runtime
+        .tap(step || undefined, (records) => {
+          for (let i = 0; i < records.length && sent < max && !done; i++, sent++)
+            out.write(JSON.stringify({ step: name, record: records[i] }) + '\n');
+          if (sent >= max) end();
+        })
+        .catch((err: unknown) => {
+          clearTimeout(timer);
+          throw err;
+        });
+      name = tapped.step;
+      stop = tapped.stop;
+      // The answer ends (limit, time) or the client hangs up: either way the tap stops.
+      reply.raw.once('close', end);
+      // The first line says what is tapped, so a client knows at once that it is.
+      out.write(
+        JSON.stringify({ tap: { pipeline: runtime.spec.name, step: name, limit: max, seconds: secs } }) +
+          '\n',
+      );
+      return reply.type('application/x-ndjson').header('cache-control', 'no-store').send(out);
     },
   );
 

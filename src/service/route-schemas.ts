@@ -873,6 +873,40 @@ const getDashboard: RouteSchema = {
   },
 };
 
+const tapPipeline: RouteSchema = {
+  operationId: 'tapPipeline',
+  tags: ['pipelines'],
+  summary: 'Watch records leaving a step, live (`sluice tap`)',
+  description:
+    'An NDJSON stream: first `{"tap": {pipeline, step, limit, seconds}}`, then `{"step", "record"}` for records leaving the step in bodies processed from now on: up to 20 per body (a sample, copied as they left the step, before they are durable), until `limit` records or `seconds` have passed, or the client hangs up. A pipeline nobody taps pays nothing for it. Embedded runtime only: the cluster runtime answers 501 `SLUICE_ERR_TAP_UNSUPPORTED`.',
+  documented: {
+    params: pipelineParams,
+    querystring: {
+      type: 'object',
+      properties: {
+        step: { type: 'string', description: "A step's id (default: the last step)." },
+        limit: limit(100, 'Records to send at most.'),
+        seconds: {
+          type: 'number',
+          exclusiveMinimum: 0,
+          maximum: 3600,
+          default: 60,
+          description: 'Stop after this long.',
+        },
+      },
+    },
+    headers: requestHeaders(),
+    response: {
+      200: {
+        description: 'Records as they leave the step, one JSON object a line.',
+        headers: requestIdHeader,
+        content: { 'application/x-ndjson': { schema: { type: 'string' } } },
+      },
+      ...problems(400, 401, 404, 501),
+    },
+  },
+};
+
 /** The schema of every route, by its operationId. */
 export const ROUTE_SCHEMAS = {
   ingestEvents,
@@ -885,4 +919,5 @@ export const ROUTE_SCHEMAS = {
   getOpenApi,
   listPipelines,
   getDashboard,
+  tapPipeline,
 } satisfies Record<string, RouteSchema>;

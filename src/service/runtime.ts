@@ -70,6 +70,8 @@ export interface RuntimeContext {
   maxBodyBytes: number;
   /** A pipeline's state can no longer be trusted: rebuild it from the store. */
   broken(runtime: PipelineRuntime, err: unknown): void;
+  /** Copies of records leaving tapped steps, per step, after a body was processed (`sluice tap`). */
+  tapped?(pipeline: string, taps: Record<string, Rec[]>): void;
 }
 
 export interface PipelineSpec {
@@ -197,6 +199,15 @@ export class PipelineRuntime {
       );
   }
 
+  #tapping: readonly string[] = [];
+
+  /** Steps whose records `sluice tap` watches, from the next body on (the same array: no change). */
+  tap(steps: readonly string[]): void {
+    if (steps === this.#tapping) return;
+    this.#tapping = steps;
+    this.#stream.tap([...steps]);
+  }
+
   /**
    * Processes a body and adds everything it produced to the open group commit. Synchronous up to
    * the returned promise, so requests are processed (and logged) in the order they arrive.
@@ -217,6 +228,7 @@ export class PipelineRuntime {
         cause: err,
       });
     }
+    if (result.taps) this.#ctx.tapped?.(this.key, result.taps);
     const seq = this.#ctx.nextSeq();
     this.#lastSeq = seq;
     const answer = ingestAnswer(result);

@@ -10,7 +10,7 @@ import type { FastifyInstance } from 'fastify';
 import type { Logger } from 'pino';
 import { AggregatorRegistry } from 'prom-client';
 import type { ResolvedPipeline } from '../core/config.ts';
-import type { WindowedOutput } from '../core/types.ts';
+import type { Rec, WindowedOutput } from '../core/types.ts';
 import { SluiceError } from '../errors.ts';
 import { RuntimeClient } from '../runtime/client.ts';
 import { runtimeConfig, type RuntimeState, type WireBody } from '../runtime/protocol.ts';
@@ -32,6 +32,7 @@ import { buildApp } from './http.ts';
 import { KeyRing } from './keys.ts';
 import { createMetrics, type Metrics } from './metrics.ts';
 import { TenantLimiter } from './rate-limit.ts';
+import { TapHub } from './tap.ts';
 import { windowedOutputs, type LoggedBody } from './runtime.ts';
 import { openDatabase } from './store.ts';
 
@@ -51,9 +52,12 @@ class EmbeddedPipeline implements PipelineHandle {
   /** Answers of requests with an Idempotency-Key sent to the pipeline thread and not yet durable. */
   readonly #pending = new Map<string, Promise<object>>();
 
+  readonly #lastStep: string | undefined;
+
   constructor(
     private readonly client: RuntimeClient,
     private readonly answerOf: Database.Statement,
+    private readonly taps: TapHub,
     tenant: string,
     name: string,
     pipeline: ResolvedPipeline,
@@ -61,6 +65,20 @@ class EmbeddedPipeline implements PipelineHandle {
     this.key = `${tenant}/${name}`;
     this.spec = { tenant, name };
     this.windowed = windowedOutputs(pipeline);
+    this.#lastStep = pipeline.steps.at(-1)?.id;
+  }
+
+  async tap(
+    step: string | undefined,
+    listener: (records: Rec[]) => void,
+  ): Promise<{ step: string; stop: () => Promise<void> }> {
+    const id = step ?? this.#lastStep;
+    if (id === undefined)
+      throw new SluiceError(
+        'SLUICE_ERR_NOT_FOUND',
+        `pipeline ${JSON.stringify(this.spec.name)} has no steps to tap`,
+      );
+    return { step: id, stop: await this.taps.watch(this.key, id, listener) };
   }
 
   answered(key: string): Promise<object> | undefined {
@@ -108,6 +126,8 @@ export class Service implements ServiceHandle {
   config: ServiceConfig;
   #app!: FastifyInstance;
   #client!: RuntimeClient;
+  /** `sluice tap` watchers; tells the pipeline thread which steps to copy. */
+  readonly #taps = new TapHub((pipeline, steps) => this.#client.call('tap', pipeline, steps));
   #db!: Database.Database;
   #answerOf!: Database.Statement;
   #tenants = new Map<string, Tenant>();
@@ -143,6 +163,7 @@ export class Service implements ServiceHandle {
       state: (state: RuntimeState) => {
         if (this.#state === 'ready' || this.#state === 'recovering') this.#state = state;
       },
+      tapped: (pipeline, taps) => this.#taps.deliver(pipeline, taps),
       fatal: (err) => {
         this.log.fatal({ err: err.message, code: err.code }, 'the pipeline thread stopped; stopping');
         process.exitCode = 1;
@@ -181,7 +202,10 @@ export class Service implements ServiceHandle {
     for (const t of config.tenants) {
       const pipelines = new Map<string, EmbeddedPipeline>();
       for (const [name, pipeline] of t.pipelines)
-        pipelines.set(name, new EmbeddedPipeline(this.#client, this.#answerOf, t.id, name, pipeline));
+        pipelines.set(
+          name,
+          new EmbeddedPipeline(this.#client, this.#answerOf, this.#taps, t.id, name, pipeline),
+        );
       const oldTenant = previous?.get(t.id);
       const sameLimits = oldTenant && JSON.stringify(oldTenant.config.limits) === JSON.stringify(t.limits);
       tenants.set(t.id, {
