@@ -140,12 +140,6 @@ export const ERRORS = {
     status: 404,
     hint: 'Check the pipeline name in the URL; a tenant sees only its own pipelines.',
   },
-  SLUICE_ERR_TAP_UNSUPPORTED: {
-    category: 'request',
-    title: 'This runtime cannot tap a pipeline',
-    status: 501,
-    hint: '`sluice tap` works with the embedded runtime; in the cluster runtime, read the window rows and dead letters, or a sink, meanwhile.',
-  },
   SLUICE_ERR_BAD_REQUEST: {
     category: 'request',
     title: 'Invalid request parameters',

@@ -142,9 +142,7 @@ export function commandLine(exit: (code: number) => void): Command {
 
   program
     .command('tap')
-    .description(
-      'Records leaving a step of a pipeline in a running sluice serve, live, one JSON line each (embedded runtime).',
-    )
+    .description('Records leaving a step of a pipeline in a running sluice serve, live, one JSON line each.')
     .argument('<pipeline>', "the pipeline's name")
     .option('--step <id>', "the step's id (default: the last step)")
     .option('--url <url>', 'the service', 'http://127.0.0.1:8080')

@@ -13,6 +13,28 @@ export const subjectOf = (stream: string, tenant: string, pipeline: string): str
 
 export const subjectsOf = (stream: string): string[] => [`${stream}.>`];
 
+/**
+ * Core NATS subjects of `sluice tap`, outside the stream's (nothing of a tap is stored): watchers
+ * announce the step they watch on `control` every second, and the pipeline's owner publishes the
+ * records leaving it on `records(step)`. Step ids go hex-encoded: any text is a valid token then.
+ */
+export function tapSubjects(
+  stream: string,
+  tenant: string,
+  pipeline: string,
+): { control: string; records: (step: string) => string } {
+  const base = `_sluice_tap.${token(stream)}.${token(tenant)}.${token(pipeline)}`;
+  return {
+    control: `${base}.control`,
+    records: (step) => `${base}.records.${Buffer.from(step).toString('hex')}`,
+  };
+}
+
+/** How long an owner keeps copying a step's records after the last announcement of a watcher. */
+export const TAP_LEASE_MS = 3000;
+/** How often a watcher announces itself. */
+export const TAP_ANNOUNCE_MS = 1000;
+
 export const HEADER = {
   requestId: 'Sluice-Request-Id',
   receivedMs: 'Sluice-Received-Ms',

@@ -23,6 +23,7 @@
 import { join } from 'node:path';
 import { deserialize, serialize } from 'node:v8';
 import type { JetStreamClient, JetStreamManager, JsMsg } from '@nats-io/jetstream';
+import type { NatsConnection, Subscription } from '@nats-io/transport-node';
 import type { Logger } from 'pino';
 import type { Sql, TransactionSql } from 'postgres';
 import { DEAD_OUTPUT, type ComponentConfig, type ResolvedSink } from '../core/config.ts';
@@ -41,10 +42,12 @@ import {
   writeOutboxRows,
   type PipelineSpec,
 } from '../service/runtime.ts';
-import { requestMeta, type RequestMeta } from './log.ts';
+import { requestMeta, TAP_LEASE_MS, tapSubjects, type RequestMeta } from './log.ts';
 
 export interface OwnerContext {
   pgUrl: string;
+  /** For `sluice tap`: watchers' announcements in, tapped records out (core NATS, not stored). */
+  nc: NatsConnection;
   js: JetStreamClient;
   jsm: JetStreamManager;
   stream: string;
@@ -139,6 +142,15 @@ export class PipelineOwner {
     this.key = `${spec.tenant}/${spec.name}`;
     this.subject = subject;
     this.windowed = windowedOutputs(spec.prepared.pipeline);
+    this.#tap = tapSubjects(ctx.stream, spec.tenant, spec.name);
+    // Every instance listens; only the owner has records to send.
+    this.#tapControl = ctx.nc.subscribe(this.#tap.control, {
+      callback: (err, msg) => {
+        if (err) return;
+        const step = (msg.json() as { step?: unknown }).step;
+        if (typeof step === 'string') this.#tapLeases.set(step, Date.now() + TAP_LEASE_MS);
+      },
+    });
     for (const s of spec.prepared.pipeline.sinks) {
       const hooks = registry.sinks.get(s.type)?.capabilities?.inStoreTransaction;
       if (hooks) this.#inStore.set(s.id, hooks);
@@ -160,6 +172,7 @@ export class PipelineOwner {
 
   /** Commits what is processed, checkpoints and lets go of the pipeline. */
   async stop(): Promise<void> {
+    this.#tapControl.unsubscribe();
     this.#stopping = true;
     this.#messages?.stop();
     this.#wake?.();
@@ -400,6 +413,7 @@ export class PipelineOwner {
         replayed++;
         continue;
       }
+      if (result.taps) this.#publishTaps(result.taps);
       if (replayed > 0) {
         ctx.log.info(
           { pipeline: this.key, checkpointSeq, replayed },
@@ -531,7 +545,32 @@ export class PipelineOwner {
     for (const r of rows) known.set(r.key, Number(r.seq));
   }
 
+  readonly #tap: ReturnType<typeof tapSubjects>;
+  readonly #tapControl: Subscription;
+  /** Watched steps, until when (a watcher announces itself every second). */
+  readonly #tapLeases = new Map<string, number>();
+  /** The steps the current StreamPipeline copies, as `a\u0000b`. */
+  readonly #tapping = new WeakMap<StreamPipeline, string>();
+
+  /** Tells the pipeline which steps are watched now, when that changed. */
+  #applyTaps(pipeline: StreamPipeline): void {
+    if (this.#tapLeases.size === 0 && !this.#tapping.has(pipeline)) return;
+    const now = Date.now();
+    for (const [step, until] of this.#tapLeases) if (until < now) this.#tapLeases.delete(step);
+    const steps = [...this.#tapLeases.keys()].sort();
+    const key = steps.join('\u0000');
+    if ((this.#tapping.get(pipeline) ?? '') === key) return;
+    this.#tapping.set(pipeline, key);
+    pipeline.tap(steps);
+  }
+
+  #publishTaps(taps: Record<string, Rec[]>): void {
+    for (const [step, records] of Object.entries(taps))
+      this.ctx.nc.publish(this.#tap.records(step), JSON.stringify(records));
+  }
+
   async #process(pipeline: StreamPipeline, m: JsMsg, meta: RequestMeta): Promise<ChunkResult> {
+    this.#applyTaps(pipeline);
     const raw = Buffer.from(m.data.buffer, m.data.byteOffset, m.data.byteLength);
     let body: Buffer;
     let bounds: Int32Array | null;

@@ -44,7 +44,7 @@ import { createMetrics, type Metrics } from '../service/metrics.ts';
 import { TenantLimiter } from '../service/rate-limit.ts';
 import { replayBody, windowedOutputs, type LoggedBody, type PipelineSpec } from '../service/runtime.ts';
 import { SharedLimiter } from '../service/shared-limits.ts';
-import { requestHeaders, subjectOf, subjectsOf } from './log.ts';
+import { requestHeaders, subjectOf, subjectsOf, TAP_ANNOUNCE_MS, tapSubjects } from './log.ts';
 import { migrate } from './migrations.ts';
 import { PipelineOwner } from './owner.ts';
 
@@ -75,6 +75,8 @@ interface Shared {
   log: Logger;
   /** This instance's name: the ingest path its requests carry (per-path watermarks). */
   instance: string;
+  nc: NatsConnection;
+  stream: string;
 }
 
 /** Record bounds travel with a message up to this many records; beyond, the owner finds them again. */
@@ -94,6 +96,43 @@ class ClusterPipeline implements PipelineHandle {
   ) {
     this.key = `${spec.tenant}/${spec.name}`;
     this.windowed = windowedOutputs(spec.prepared.pipeline);
+  }
+
+  /**
+   * `sluice tap`: the pipeline runs on its owner, wherever that is, so this instance announces the
+   * watched step on core NATS every second and receives what the owner copies (cluster/log.ts
+   * tapSubjects). An owner that changes hands meanwhile hears the next announcement.
+   */
+  async tap(
+    step: string | undefined,
+    listener: (records: Rec[]) => void,
+  ): Promise<{ step: string; stop: () => Promise<void> }> {
+    const steps = this.spec.prepared.pipeline.steps.map((s) => s.id);
+    const id = step ?? steps.at(-1);
+    if (id === undefined || !steps.includes(id))
+      throw new SluiceError(
+        'SLUICE_ERR_NOT_FOUND',
+        id === undefined
+          ? `pipeline ${JSON.stringify(this.spec.name)} has no steps to tap`
+          : `pipeline ${JSON.stringify(this.spec.name)} has no step ${JSON.stringify(id)}`,
+      );
+    const { nc, stream } = this.shared;
+    const subjects = tapSubjects(stream, this.spec.tenant, this.spec.name);
+    const sub = nc.subscribe(subjects.records(id), {
+      callback: (err, msg) => {
+        if (!err) listener(msg.json<Rec[]>());
+      },
+    });
+    const announce = (): void => nc.publish(subjects.control, JSON.stringify({ step: id }));
+    announce();
+    const timer = setInterval(announce, TAP_ANNOUNCE_MS);
+    return {
+      step: id,
+      stop: async () => {
+        clearInterval(timer);
+        sub.unsubscribe();
+      },
+    };
   }
 
   /** Retries are recognised by JetStream itself (`Nats-Msg-Id`), when they are published. */
@@ -332,6 +371,8 @@ export class ClusterService implements ServiceHandle {
       maxPayload,
       log: this.log,
       instance: runtime.instance,
+      nc,
+      stream: runtime.nats.stream,
     };
     for (const t of config.tenants) {
       const pipelines = new Map<string, ClusterPipeline>();
@@ -349,6 +390,7 @@ export class ClusterService implements ServiceHandle {
           new PipelineOwner(
             {
               pgUrl: runtime.postgres.url,
+              nc,
               js,
               jsm,
               stream: runtime.nats.stream,

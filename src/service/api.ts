@@ -71,9 +71,9 @@ export interface PipelineHandle {
   /**
    * `sluice tap`: calls `listener` with copies of the first records leaving `step` (default: the
    * last step) of each body processed from now on; resolves with the step and the function that
-   * stops. Absent where the runtime cannot (the cluster runtime, for now).
+   * stops. Rejects with SLUICE_ERR_NOT_FOUND for a step the pipeline does not have.
    */
-  tap?(
+  tap(
     step: string | undefined,
     listener: (records: Rec[]) => void,
   ): Promise<{ step: string; stop: () => Promise<void> }>;

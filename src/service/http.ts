@@ -564,8 +564,6 @@ function routes(app: FastifyInstance, service: ServiceHandle): void {
           'SLUICE_ERR_BAD_REQUEST',
           `unknown parameter ${JSON.stringify(unknown[0])}; use step, limit, seconds`,
         );
-      if (!runtime.tap)
-        throw new SluiceError('SLUICE_ERR_TAP_UNSUPPORTED', 'this runtime cannot tap a pipeline yet');
       const max = limitOf(limit, 100, 10_000);
       const secs = seconds === undefined || seconds === '' ? 60 : Number(seconds);
       if (!Number.isFinite(secs) || secs <= 0 || secs > 3600)

@@ -878,7 +878,7 @@ const tapPipeline: RouteSchema = {
   tags: ['pipelines'],
   summary: 'Watch records leaving a step, live (`sluice tap`)',
   description:
-    'An NDJSON stream: first `{"tap": {pipeline, step, limit, seconds}}`, then `{"step", "record"}` for records leaving the step in bodies processed from now on: up to 20 per body (a sample, copied as they left the step, before they are durable), until `limit` records or `seconds` have passed, or the client hangs up. A pipeline nobody taps pays nothing for it. Embedded runtime only: the cluster runtime answers 501 `SLUICE_ERR_TAP_UNSUPPORTED`.',
+    'An NDJSON stream: first `{"tap": {pipeline, step, limit, seconds}}`, then `{"step", "record"}` for records leaving the step in bodies processed from now on: up to 20 per body (a sample, copied as they left the step, before they are durable), until `limit` records or `seconds` have passed, or the client hangs up. A pipeline nobody taps pays nothing for it. In the cluster runtime any instance answers; the owner of the pipeline sends the copies over core NATS.',
   documented: {
     params: pipelineParams,
     querystring: {
@@ -902,7 +902,7 @@ const tapPipeline: RouteSchema = {
         headers: requestIdHeader,
         content: { 'application/x-ndjson': { schema: { type: 'string' } } },
       },
-      ...problems(400, 401, 404, 501),
+      ...problems(400, 401, 404),
     },
   },
 };
