@@ -270,11 +270,13 @@ class WindowStep implements OrderedStep {
     for (const s of this.#legacy.keys()) if (s < below) starts.add(s);
     const out: Partials = [];
     for (const start of [...starts].sort((a, b) => a - b)) {
-      const rows = new Map<string, Acc>();
+      // A key's parts of this window. One part (a tumbling window, or a key seen in one pane) is
+      // sent as it is; several are merged into a new state (panes are shared by later windows).
+      const rows = new Map<string, Acc[]>();
       const into = (key: string, acc: Acc): void => {
-        let row = rows.get(key);
-        if (!row) rows.set(key, (row = this.#agg.create(acc.keys)));
-        this.#agg.merge(row, acc);
+        const parts = rows.get(key);
+        if (parts) parts.push(acc);
+        else rows.set(key, [acc]);
       };
       for (let p = start; p < start + g.size; p += pw) {
         const panes = this.#panes.get(p);
@@ -286,7 +288,14 @@ class WindowStep implements OrderedStep {
       }
       const legacy = this.#legacy.get(start);
       if (legacy) for (const [key, acc] of legacy) into(key, acc);
-      for (const [key, acc] of rows) out.push([start, key, this.#agg.serialize(acc)]);
+      for (const [key, parts] of rows) {
+        let acc = parts[0]!;
+        if (parts.length > 1) {
+          acc = this.#agg.create(acc.keys);
+          for (const part of parts) this.#agg.merge(acc, part);
+        }
+        out.push([start, key, this.#agg.serialize(acc)]);
+      }
     }
     if (!keep) {
       // A pane goes once the last window containing it has closed.
