@@ -256,10 +256,23 @@ class WindowStep implements OrderedStep {
     return this.#groupBy.map((read) => read(r) ?? null);
   }
 
+  /**
+   * The panes in [from, to): stepping pane by pane, or, when there are fewer panes than steps
+   * (a size and hop with a small common divisor make many tiny panes), through the panes held.
+   */
+  *#panesIn(from: number, to: number): Iterable<Map<string, Pane>> {
+    const pw = this.#pane;
+    if ((to - from) / pw <= this.#panes.size) {
+      for (let p = from; p < to; p += pw) {
+        const panes = this.#panes.get(p);
+        if (panes) yield panes;
+      }
+    } else for (const [p, panes] of this.#panes) if (p >= from && p < to) yield panes;
+  }
+
   command(message: unknown): Partials {
     const { upTo, keep } = message as CloseMessage;
     const g = this.#g;
-    const pw = this.#pane;
     // Windows that close now: start + size + lateness <= upTo, not closed before.
     const below = Math.floor((upTo - g.size - g.lateness) / g.hop) * g.hop + g.hop;
     const starts = new Set<number>();
@@ -278,9 +291,7 @@ class WindowStep implements OrderedStep {
         if (parts) parts.push(acc);
         else rows.set(key, [acc]);
       };
-      for (let p = start; p < start + g.size; p += pw) {
-        const panes = this.#panes.get(p);
-        if (!panes) continue;
+      for (const panes of this.#panesIn(start, start + g.size)) {
         for (const [key, pane] of panes) {
           if (pane.all) into(key, pane.all);
           if (pane.tails) for (const [from, acc] of pane.tails) if (from <= start) into(key, acc);
