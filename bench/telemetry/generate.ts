@@ -25,6 +25,8 @@ import { closeSync, mkdirSync, openSync, renameSync, writeFileSync, writeSync } 
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+// The demo's deterministic PRNG (mulberry32), the same on every platform.
+import { prng } from '../../dist/cli/demo.js';
 
 /** The reference sites: fixed, whatever the seed; `examples/telemetry/tables/sites.csv` is a copy. */
 export const SITES: readonly (readonly [site: string, region: string])[] = Array.from(
@@ -48,18 +50,6 @@ const SENSORS = ['temp', 'humidity', 'pressure', 'co2', 'battery'] as const;
 
 export function sitesCsv(): string {
   return 'site,region\n' + SITES.map(([site, region]) => `${site},${region}\n`).join('');
-}
-
-/** mulberry32: small, fast and the same on every platform. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 interface Device {
