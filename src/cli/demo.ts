@@ -2,6 +2,7 @@
  * `sluice demo` (what `npm start` runs): writes a sample of payment events, with the usual dirt
  * (malformed lines, wrong types, redeliveries, late arrivals), and runs examples/payments over it.
  */
+import '../components.ts';
 import { createWriteStream } from 'node:fs';
 import { once } from 'node:events';
 import { join, relative, resolve } from 'node:path';

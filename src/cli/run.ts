@@ -1,3 +1,4 @@
+import '../components.ts';
 import { resolve } from 'node:path';
 import { SingleBar } from 'cli-progress';
 import { loadPipeline } from '../core/config.ts';

@@ -3,6 +3,7 @@
  * finish, state is checkpointed, exit 0). SIGHUP reloads the config; a config that does not load
  * is refused with a logged error and the running one stays.
  */
+import '../components.ts';
 import { resolve } from 'node:path';
 import { pino } from 'pino';
 import { embeddedConfig, loadServiceConfig, type ServiceConfig } from '../service/config.ts';

@@ -3,6 +3,7 @@
  * records per output, dead letters, counters) on the main thread, and prints a line diff of every
  * mismatch. Like `vector test`, but the expectations are the data itself.
  */
+import '../components.ts';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, dirname, extname, join, relative, resolve } from 'node:path';

@@ -14,7 +14,7 @@ import {
 import { SluiceError } from '../errors.ts';
 import { redact } from './url.ts';
 
-export const DEFAULT_NATS_URL = 'nats://127.0.0.1:4222';
+export { DEFAULT_NATS_URL } from './url.ts';
 
 /**
  * Connects (failing within `timeoutMs` when nobody answers) and checks that the server has

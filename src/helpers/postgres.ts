@@ -8,7 +8,7 @@
  */
 import postgres from 'postgres';
 
-export const DEFAULT_PG_URL = 'postgres://postgres@127.0.0.1:5432/postgres';
+export { DEFAULT_PG_URL } from './url.ts';
 
 export interface PgOptions {
   /** Connections in the pool. */

@@ -8,13 +8,12 @@
  * of its records on the stream (at least once; with the ids, a rerun within the duplicate window adds
  * nothing).
  */
-import { jetstream, type JetStreamClient, type PubAck } from '@nats-io/jetstream';
+import type { JetStreamClient, PubAck } from '@nats-io/jetstream';
 import type { NatsConnection } from '@nats-io/transport-node';
 import { stringify } from '../../core/encode.ts';
 import type { Rec, SinkSpec, SinkWriter } from '../../core/types.ts';
 import { SluiceError } from '../../errors.ts';
-import { connectJetStream, DEFAULT_NATS_URL, ensureStream } from '../../helpers/jetstream.ts';
-import { redact } from '../../helpers/url.ts';
+import { DEFAULT_NATS_URL, redact } from '../../helpers/url.ts';
 
 export interface NatsSinkConfig {
   type: 'nats';
@@ -128,6 +127,12 @@ export const natsSink: SinkSpec<NatsSinkConfig> = {
   encoder: encoderFor,
   async open(config) {
     const url = config.url ?? DEFAULT_NATS_URL;
+    // The NATS client is loaded by the first run that publishes, not by every process and worker
+    // thread that registers this sink.
+    const [{ connectJetStream, ensureStream }, { jetstream }] = await Promise.all([
+      import('../../helpers/jetstream.ts'),
+      import('@nats-io/jetstream'),
+    ]);
     const { nc, jsm } = await connectJetStream(url, 'sluice nats sink');
     try {
       if (config.stream) await ensureStream(jsm, { name: config.stream, subjects: [config.subject] });

@@ -13,8 +13,7 @@ import type { Sql, TransactionSql } from 'postgres';
 import { stringify } from '../../core/encode.ts';
 import type { InStoreTransaction, Rec, SinkSpec, SinkWriter } from '../../core/types.ts';
 import { SluiceError } from '../../errors.ts';
-import { DEFAULT_PG_URL, openPg } from '../../helpers/postgres.ts';
-import { redact } from '../../helpers/url.ts';
+import { DEFAULT_PG_URL, redact } from '../../helpers/url.ts';
 
 export type PgColumnType = 'TEXT' | 'INTEGER' | 'NUMERIC' | 'REAL' | 'BOOLEAN' | 'TIMESTAMPTZ' | 'JSON';
 
@@ -128,6 +127,9 @@ class PostgresWriter implements SinkWriter {
 
   static async open(config: PostgresSinkConfig, append: boolean): Promise<PostgresWriter> {
     const url = config.url ?? DEFAULT_PG_URL;
+    // The client is loaded by the first run that writes to PostgreSQL, not by every process and
+    // worker thread that registers this sink.
+    const { openPg } = await import('../../helpers/postgres.ts');
     const sql = openPg(url, { max: 1, connectTimeout: 10 });
     let end!: (commit: boolean) => void;
     let began!: (tx: TransactionSql) => void;

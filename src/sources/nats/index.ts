@@ -9,16 +9,10 @@
  * awaiting acknowledgement (a previous run was killed) recreates the consumer at its acknowledged
  * position, so they come again at once rather than after `ack_wait`.
  */
-import { AckPolicy, DeliverPolicy, jetstream, type JsMsg } from '@nats-io/jetstream';
+import type { JsMsg } from '@nats-io/jetstream';
 import type { Chunk, SourceReader, SourceSpec } from '../../core/types.ts';
 import { SluiceError } from '../../errors.ts';
-import {
-  connectJetStream,
-  consumerMissing,
-  DEFAULT_NATS_URL,
-  streamMissing,
-} from '../../helpers/jetstream.ts';
-import { redact } from '../../helpers/url.ts';
+import { DEFAULT_NATS_URL, redact } from '../../helpers/url.ts';
 import { DEFAULT_MAX_RECORD, decoderFor } from '../file/decoder.ts';
 
 export interface NatsSourceConfig {
@@ -120,6 +114,10 @@ export const natsSource: SourceSpec<NatsSourceConfig> = {
   async open(config) {
     const url = config.url ?? DEFAULT_NATS_URL;
     const durable = config.consumer ?? 'sluice';
+    // The NATS client is loaded by the first run that reads a stream, not by every process and
+    // worker thread that registers this source.
+    const [{ connectJetStream, consumerMissing, streamMissing }, { AckPolicy, DeliverPolicy, jetstream }] =
+      await Promise.all([import('../../helpers/jetstream.ts'), import('@nats-io/jetstream')]);
     const { nc, jsm } = await connectJetStream(url, 'sluice nats source');
     try {
       await jsm.streams.info(config.stream).catch((err: Error) => {
