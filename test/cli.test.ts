@@ -1,10 +1,12 @@
 /** The CLI commands besides `run`: test, check, schema, demo. */
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
+import { gzipSync } from 'node:zlib';
 import { describe, it } from 'node:test';
 import { format, resolveConfig } from 'prettier';
-import { CROSS_CHECK, PAYMENTS, ROOT, sluice, tempDir, WORKLOAD } from './helpers.ts';
+import { CROSS_CHECK, PAYMENTS, ROOT, sampleInput, sluice, tempDir, WORKLOAD } from './helpers.ts';
 
 describe('sluice test', () => {
   it('passes the payments example fixture cases', async () => {
@@ -80,6 +82,44 @@ describe('sluice demo', () => {
       JSON.stringify(summary),
     );
     assert.match(r.stdout, /Results are in/);
+  });
+});
+
+describe('sluice run threads', () => {
+  // A small file runs on the main thread unless --workers says otherwise; a gzip file (whose size
+  // says little about its content) or standard input on workers. The outputs are the same bytes.
+  it('runs a small file on the main thread by default, and on workers when asked or gzip', async () => {
+    const dir = tempDir();
+    const input = join(dir, 'in.ndjson');
+    copyFileSync(sampleInput(5000), input);
+    writeFileSync(`${input}.gz`, gzipSync(readFileSync(input)));
+    const ran: Record<string, { workers: number; out: string }> = {};
+    for (const [name, args] of [
+      ['default', ['-i', input]],
+      ['two workers', ['-i', input, '--workers', '2']],
+      ['gzip', ['-i', `${input}.gz`]],
+      ['stdin', ['-i', '-']],
+    ] as const) {
+      const out = join(dir, name);
+      // Chunks of 64 KiB, so that the workers share the input.
+      const r = await sluice(['run', PAYMENTS, ...args, '-o', out, '--json', '--chunk-size', '64k'], {
+        input: name === 'stdin' ? readFileSync(input, 'utf8') : undefined,
+      });
+      assert.equal(r.code, 0, r.stderr);
+      ran[name] = { workers: (JSON.parse(r.stdout) as { workers: number }).workers, out };
+    }
+    assert.ok(readFileSync(join(ran.default!.out, 'windows.ndjson'), 'utf8').split('\n').length > 10);
+    assert.equal(ran.default!.workers, 0);
+    assert.equal(ran['two workers']!.workers, 2);
+    assert.equal(ran.gzip!.workers, availableParallelism());
+    assert.equal(ran.stdin!.workers, availableParallelism());
+    for (const name of ['two workers', 'gzip', 'stdin'])
+      for (const f of ['windows.ndjson', 'dead.ndjson', 'large.ndjson', 'summary.json'])
+        assert.equal(
+          readFileSync(join(ran[name]!.out, f), 'utf8'),
+          readFileSync(join(ran.default!.out, f), 'utf8'),
+          `${name}: ${f}`,
+        );
   });
 });
 

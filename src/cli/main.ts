@@ -97,7 +97,7 @@ export function commandLine(exit: (code: number) => void): Command {
     .option('-o, --out <dir>', 'directory for the outputs', 'out')
     .option(
       '-w, --workers <n>',
-      'worker threads (default: one per core; 0 runs on the main thread)',
+      'worker threads (default: one per core, or the main thread for a file under 32 MiB; 0 runs on the main thread)',
       positiveInt,
     )
     .option('--chunk-size <bytes>', 'bytes of input per batch handed to a worker', byteSize, 512 * 1024)

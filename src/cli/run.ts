@@ -55,7 +55,7 @@ export function formatSummary(result: RunResult): string {
   const records = c['input.records'] ?? 0;
   const seconds = result.elapsedMs / 1000;
   const lines = [
-    `sluice: ${records.toLocaleString('en-US')} records in ${seconds.toFixed(2)} s (${Math.round(records / seconds).toLocaleString('en-US')} events/s, ${mb(result.bytesRead)} read, ${result.workers} worker${result.workers === 1 ? '' : 's'}, peak RSS ${mb(result.peakRssBytes)})`,
+    `sluice: ${records.toLocaleString('en-US')} records in ${seconds.toFixed(2)} s (${Math.round(records / seconds).toLocaleString('en-US')} events/s, ${mb(result.bytesRead)} read, ${result.workers === 0 ? 'main thread' : `${result.workers} worker${result.workers === 1 ? '' : 's'}`}, peak RSS ${mb(result.peakRssBytes)})`,
   ];
   const outcomes = Object.entries(c).filter(([k]) => /^(dead|dropped|output)\./.test(k));
   for (const [k, v] of outcomes) lines.push(`  ${k.padEnd(28)} ${v.toLocaleString('en-US')}`);

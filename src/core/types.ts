@@ -210,6 +210,8 @@ export interface SourceReader {
   readonly bytesRead: number;
   /** Size of the underlying file, when known. */
   readonly totalBytes: number | undefined;
+  /** The file is compressed, so `totalBytes` understates the input (gzip). */
+  readonly compressed?: boolean;
   chunks(): AsyncIterable<Chunk>;
   /**
    * Every sink has committed what the run made of the input: a source that can forget its input

@@ -99,6 +99,7 @@ export async function openFile(
       return 'bytesRead' in raw ? (raw as ReadStream).bytesRead : 0;
     },
     totalBytes,
+    compressed: gzip,
     chunks: () =>
       config.format === 'json'
         ? jsonArrayChunks(stream, chunkBytes, where)
@@ -117,6 +118,7 @@ function wrapErrors(reader: SourceReader, where: string, gzip: boolean): SourceR
       return reader.bytesRead;
     },
     totalBytes: reader.totalBytes,
+    compressed: reader.compressed,
     close: () => reader.close(),
     async *chunks() {
       try {
