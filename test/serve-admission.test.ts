@@ -310,3 +310,80 @@ describe('sluice serve: requests that are not valid HTTP get problem documents',
       assert.ok(problem.title.length > 0);
     });
 });
+
+/**
+ * Sends a whole request on a socket already connected, and resolves with its status line and the
+ * body's `code` (problem documents), once the answer is in.
+ */
+function rawPost(
+  socket: Socket,
+  host: string,
+  key: string,
+  body: string,
+): Promise<{ status: string; text: string }> {
+  return new Promise((resolve) => {
+    let text = '';
+    const onData = (d: Buffer): void => {
+      text += d.toString('utf8');
+      const head = text.indexOf('\r\n\r\n');
+      const length = /content-length: (\d+)/i.exec(text)?.[1];
+      if (head >= 0 && length !== undefined && Buffer.byteLength(text.slice(head + 4)) >= Number(length)) {
+        socket.off('data', onData);
+        resolve({ status: text.slice(0, text.indexOf('\r\n')), text });
+      }
+    };
+    socket.on('data', onData);
+    socket.write(
+      'POST /v1/pipelines/payments/events HTTP/1.1\r\n' +
+        `Host: ${host}\r\nAuthorization: Bearer ${key}\r\nContent-Type: application/x-ndjson\r\n` +
+        `Content-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+    );
+  });
+}
+
+describe('sluice serve: event-loop delay', { timeout: 60_000 }, () => {
+  let server: Server;
+  const sockets: Socket[] = [];
+
+  before(async () => {
+    const dir = tempDir('sluice-loop-delay-');
+    server = await startServer(writeServiceConfig(dir, { a: { keys: [KEYS.a] }, b: { keys: [KEYS.b] } }));
+  });
+  after(async () => {
+    for (const s of sockets) s.destroy();
+    if (server?.proc.exitCode === null) server.proc.kill('SIGCONT');
+    await server?.stop();
+  });
+
+  // The server is stopped (SIGSTOP) for 300 ms while requests reach it: when it resumes, its event
+  // loop is 300 ms late when it reads them. Tenant a already has a request in flight (a body still
+  // arriving), so its next one is shed at once; tenant b has none and is answered 202.
+  it('while the event loop is late, a tenant with a request in flight is refused at once; one without is not', async () => {
+    const { hostname, port } = new URL(server.url);
+    const host = `${hostname}:${port}`;
+    const held = await trickle(server, KEYS.a, 1000);
+    sockets.push(held.socket);
+    assert.equal(await within(held.answer, 300), 'pending');
+    const open = async (): Promise<Socket> => {
+      const s = connect(Number(port), hostname);
+      sockets.push(s);
+      await new Promise<void>((resolve, reject) => s.once('connect', resolve).once('error', reject));
+      return s;
+    };
+    const [forA, forB] = [await open(), await open()];
+    server.proc.kill('SIGSTOP');
+    const answers = [rawPost(forA, host, KEYS.a, event + '\n'), rawPost(forB, host, KEYS.b, event + '\n')];
+    await new Promise((r) => setTimeout(r, 300));
+    server.proc.kill('SIGCONT');
+    const [a, b] = await Promise.all(answers);
+    assert.match(a!.status, /^HTTP\/1\.1 503 /, a!.text);
+    assert.match(a!.text, /retry-after: 1/i);
+    assert.match(a!.text, /SLUICE_ERR_OVERLOADED/);
+    assert.match(a!.text, /event loop is \d+ ms behind \(limits\.loop_delay = 25 ms\)/);
+    assert.match(b!.status, /^HTTP\/1\.1 202 /, b!.text);
+    // Caught up, tenant a is taken again, its slow body still in flight.
+    await new Promise((r) => setTimeout(r, 100));
+    const again = await postEvents(server, 'payments', KEYS.a, event + '\n');
+    assert.equal(again.status, 202, JSON.stringify(again.body));
+  });
+});

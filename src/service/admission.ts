@@ -7,9 +7,15 @@
  * may hold more than TENANT_SHARE of either budget: one tenant's flood (or slow bodies) leaves the
  * rest to the others. Before, anyone without a key could declare large bodies, trickle them, and
  * lock every tenant out.
+ *
+ * While the thread's event loop is behind by more than `limits.loop_delay`, a tenant gets one
+ * request at a time: one that has a request in flight is refused at once, before its body is read,
+ * so the thread sheds the work that made it late, a tenant sending one request at a time is not
+ * refused, and every tenant still makes progress.
  */
 import { SluiceError } from '../errors.ts';
 import type { ServiceConfig } from './config.ts';
+import { loopDelayMs, watchLoopDelay } from './loop-delay.ts';
 
 /** The share of `limits.in_flight_*` one tenant may hold when there are others. */
 export const TENANT_SHARE = 0.5;
@@ -23,6 +29,10 @@ export class Admission {
   #bytes = 0;
   #requests = 0;
   readonly #byTenant = new Map<string, Held>();
+
+  constructor() {
+    watchLoopDelay();
+  }
 
   get bytes(): number {
     return this.#bytes;
@@ -43,6 +53,14 @@ export class Admission {
     tenants: number,
   ): SluiceError | undefined {
     const held = this.#byTenant.get(tenant);
+    if (held && limits.loopDelayMs > 0) {
+      const delay = loopDelayMs();
+      if (delay > limits.loopDelayMs)
+        return new SluiceError(
+          'SLUICE_ERR_OVERLOADED',
+          `this instance's event loop is ${Math.round(delay)} ms behind (limits.loop_delay = ${limits.loopDelayMs} ms) and tenant ${tenant} has ${held.requests} request${held.requests === 1 ? '' : 's'} in flight; until it catches up a tenant gets one at a time`,
+        );
+    }
     if (tenants > 1 && held) {
       const requests = Math.max(1, Math.floor(limits.inFlightRequests * TENANT_SHARE));
       if (held.requests >= requests)

@@ -71,6 +71,8 @@ export interface ServiceConfig {
     inFlightRequests: number;
     /** A request that would wait longer for the pipeline thread is refused at once (lanes.ts). */
     queueDelayMs: number;
+    /** While the HTTP thread's event loop is later than this, a tenant gets one request at a time. */
+    loopDelayMs: number;
   };
   checkpointIntervalMs: number;
   /** How long an Idempotency-Key's answer is kept. */
@@ -258,6 +260,12 @@ export const serviceSchema = {
           description:
             "While a tenant's oldest request has waited longer than this for the pipelines, its new requests are refused at once: 429 when other tenants share the pipelines, 503 when not.",
         },
+        loop_delay: {
+          ...duration,
+          default: '25ms',
+          description:
+            'While the event loop that answers HTTP is later than this, a tenant that has a request in flight gets 503 for the next at once, before its body is read: the instance sheds the work that makes it late. 0s turns it off.',
+        },
       },
     },
     checkpoint: {
@@ -364,6 +372,7 @@ interface RawService {
     in_flight_bytes?: number;
     in_flight_requests?: number;
     queue_delay?: string | number;
+    loop_delay?: string | number;
   };
   checkpoint?: { interval?: string | number };
   idempotency?: { retention?: string | number };
@@ -490,6 +499,7 @@ function resolveService(raw: RawService, file: string | undefined, base: string)
       inFlightBytes,
       inFlightRequests: raw.limits?.in_flight_requests ?? 4096,
       queueDelayMs: durationAt(raw.limits?.queue_delay, '250ms', where, 'limits.queue_delay'),
+      loopDelayMs: durationAt(raw.limits?.loop_delay, '25ms', where, 'limits.loop_delay'),
     },
     checkpointIntervalMs: durationAt(raw.checkpoint?.interval, '10s', where, 'checkpoint.interval'),
     idempotencyRetentionMs: durationAt(raw.idempotency?.retention, '24h', where, 'idempotency.retention'),
