@@ -51,6 +51,8 @@ export class RuntimeClient {
   #shutdown: Call | undefined;
   #nextId = 1;
   #stopped = false;
+  /** `stop` has begun: the thread's exit is expected from now on. */
+  #stopping = false;
   /** Calls not sent yet, the buffers they move to the pipeline thread, and the bodies to pack. */
   #outbox: Call[] = [];
   #transfer: ArrayBuffer[] = [];
@@ -96,7 +98,10 @@ export class RuntimeClient {
         const err = new SluiceError('SLUICE_ERR_INTERNAL', message);
         client.#failAll(err);
         if (!started) reject(err);
-        else if (!client.#stopped) events.fatal(err);
+        // Once asked to shut down the thread ends by itself, and its exit may come before `stop`
+        // resumes after the answer (seen on Node 22: a graceful stop exited 1); a failure meanwhile
+        // still rejects the shutdown call, which `stop` reports.
+        else if (!client.#stopping) events.fatal(err);
       };
       worker.on('error', (err) => died(`the pipeline thread failed: ${err.message}`));
       worker.on('exit', (code) => died(`the pipeline thread exited (code ${code})`));
@@ -230,6 +235,7 @@ export class RuntimeClient {
   /** Checkpoints, delivers and closes the store in the pipeline thread, then ends it. */
   async stop(): Promise<void> {
     if (this.#stopped) return;
+    this.#stopping = true;
     try {
       await this.call('shutdown');
     } finally {
