@@ -8,7 +8,7 @@
  * rest to the others. Before, anyone without a key could declare large bodies, trickle them, and
  * lock every tenant out.
  *
- * While the thread's event loop is behind by more than `limits.loop_delay`, a tenant gets one
+ * While the thread's event loop stays behind by more than `limits.loop_delay`, a tenant gets one
  * request at a time: one that has a request in flight is refused at once, before its body is read,
  * so the thread sheds the work that made it late, a tenant sending one request at a time is not
  * refused, and every tenant still makes progress.

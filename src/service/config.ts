@@ -264,7 +264,7 @@ export const serviceSchema = {
           ...duration,
           default: '25ms',
           description:
-            'While the event loop that answers HTTP is later than this, a tenant that has a request in flight gets 503 for the next at once, before its body is read: the instance sheds the work that makes it late. 0s turns it off.',
+            'While the event loop that answers HTTP stays later than this for 100 ms, a tenant that has a request in flight gets 503 for the next at once, before its body is read: the instance sheds the work that makes it late. 0s turns it off.',
         },
       },
     },
