@@ -95,4 +95,20 @@ describe('lanes', () => {
     assert.equal(l.othersBusy('a'), false);
     assert.equal(l.waiting, 0);
   });
+
+  it('estimates the wait of a new call from the work queued ahead of it, each other lane going first for as much as its own', () => {
+    const { l, clock } = lanes();
+    const near = (actual: number, expected: number, what: string): void =>
+      assert.ok(Math.abs(actual - expected) < 1e-9, `${what}: ${actual} vs ${expected}`);
+    // 100 calls of tenant a at the first estimate (0.1 ms), none dispatched yet, all pushed now.
+    for (let i = 0; i < 100; i++) l.push('a', `a${i}`);
+    assert.equal(l.waitOf('a'), 0, 'the oldest has not waited yet');
+    near(l.expectedWaitOf('a'), 10, 'a new call of a waits behind its 100');
+    near(l.expectedWaitOf('b'), 0.1, 'a new call of b waits for one of a: the fair order');
+    for (let i = 0; i < 5; i++) l.push('b', `b${i}`);
+    near(l.expectedWaitOf('a'), 10.5, "a's own 10 ms and all of b's 0.5");
+    near(l.expectedWaitOf('b'), 1.1, "b's own 0.5 ms and as much of a's as b's and the new one's (0.6)");
+    clock.t = 300;
+    assert.equal(l.waitOf('a'), 300);
+  });
 });

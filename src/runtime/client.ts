@@ -125,12 +125,16 @@ export class RuntimeClient {
   }
 
   /**
-   * How long the oldest waiting request of `tenant` has waited for the pipeline thread, in ms, and
-   * whether other tenants are using it meanwhile (then the wait is this tenant's share running out,
-   * not the service's capacity).
+   * How long a request of `tenant` waits for the pipeline thread, in ms: as long as its oldest
+   * waiting one has waited, or as a new one would wait behind what is queued, whichever is more;
+   * and whether other tenants are using it meanwhile (then the wait is this tenant's share running
+   * out, not the service's capacity).
    */
   queueOf(tenant: string): { waitMs: number; shared: boolean } {
-    return { waitMs: this.#lanes.waitOf(tenant), shared: this.#lanes.othersBusy(tenant) };
+    return {
+      waitMs: Math.max(this.#lanes.waitOf(tenant), this.#lanes.expectedWaitOf(tenant)),
+      shared: this.#lanes.othersBusy(tenant),
+    };
   }
 
   /** Sends the laned calls the window has room for; the held shutdown once none waits. */

@@ -7,9 +7,11 @@
  * (issue 13, finding 3). So ingest and replay calls wait here, in one lane per tenant, and go to the
  * pipeline thread only while the work sent and not yet answered is estimated below
  * DISPATCH_WINDOW_MS; the next call comes from the lane that has been served least (start-time fair
- * queuing by estimated cost). A lane's queueing delay, the age of its oldest waiting call, is what
- * admission compares with `limits.queue_delay`: past it, new requests are refused at once instead of
- * waiting (the signal CoDel uses: time spent queued, not queue length).
+ * queuing by estimated cost). A lane's queueing delay is what admission compares with
+ * `limits.queue_delay`: past it, new requests are refused at once instead of waiting. It is the
+ * longer of the age of its oldest waiting call (the signal CoDel uses: time spent queued) and the
+ * wait a new call would have behind the work queued (`expectedWaitOf`), which sees a backlog before
+ * its head has aged.
  */
 
 /**
@@ -113,6 +115,24 @@ export class Lanes<T> {
     const l = this.#lanes.get(lane);
     if (!l || !this.#active.has(l)) return 0;
     return this.now() - l.queue[l.head]!.at;
+  }
+
+  /**
+   * How long a call of `lane` pushed now would wait, estimated in ms: the work in flight, then its
+   * lane's waiting work, served in turn with the other lanes', each of which goes first for as much
+   * of its own work as `lane` has before it (what the fair order does). The age of the oldest call
+   * (`waitOf`) tells only once the queue has stood: at 3x capacity a lane took in 250 ms x 3 of
+   * work before its head was 250 ms old, and the last admitted waited ~1 s (202 p99 0.98-1.77 s in
+   * bench:overload, 2026-12-06).
+   */
+  expectedWaitOf(lane: string): number {
+    const l = this.#lanes.get(lane);
+    const own = l && this.#active.has(l) ? (l.queue.length - l.head) * l.cost : 0;
+    let wait = this.#inFlightMs + own;
+    for (const other of this.#active)
+      if (other !== l)
+        wait += Math.min((other.queue.length - other.head) * other.cost, own + (l?.cost ?? INITIAL_COST_MS));
+    return wait;
   }
 
   /** Whether a lane other than `lane` has calls waiting or in flight: it shares the thread now. */

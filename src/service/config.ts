@@ -71,7 +71,7 @@ export interface ServiceConfig {
     inFlightRequests: number;
     /** A request that would wait longer for the pipeline thread is refused at once (lanes.ts). */
     queueDelayMs: number;
-    /** While the HTTP thread's event loop is later than this, a tenant gets one request at a time. */
+    /** While the HTTP thread's event loop stays later than this, tenants at their share of the requests in flight are refused. */
     loopDelayMs: number;
   };
   checkpointIntervalMs: number;
@@ -258,13 +258,13 @@ export const serviceSchema = {
           ...duration,
           default: '250ms',
           description:
-            "While a tenant's oldest request has waited longer than this for the pipelines, its new requests are refused at once: 429 when other tenants share the pipelines, 503 when not.",
+            "While a tenant's requests wait longer than this for the pipelines (its oldest has, or a new one would behind those queued), its new requests are refused at once: 429 when other tenants share the pipelines, 503 when not.",
         },
         loop_delay: {
           ...duration,
           default: '25ms',
           description:
-            'While the event loop that answers HTTP stays later than this for 100 ms, a tenant that has a request in flight gets 503 for the next at once, before its body is read: the instance sheds the work that makes it late. 0s turns it off.',
+            'While the event loop that answers HTTP stays later than this for 100 ms, a tenant holding its share of the requests in flight or more gets 503 for the next at once, before its body is read: the instance sheds the work that makes it late. 0s turns it off.',
         },
       },
     },

@@ -242,7 +242,7 @@ export class Service implements ServiceHandle {
     if (queue.waitMs > this.config.limits.queueDelayMs)
       return new SluiceError(
         queue.shared ? 'SLUICE_ERR_TENANT_OVERLOADED' : 'SLUICE_ERR_OVERLOADED',
-        `tenant ${tenant}'s oldest request has waited ${Math.round(queue.waitMs)} ms for the pipelines (limits.queue_delay = ${this.config.limits.queueDelayMs} ms)${queue.shared ? ', while other tenants use them too' : ''}`,
+        `tenant ${tenant}'s requests wait ${Math.round(queue.waitMs)} ms for the pipelines (limits.queue_delay = ${this.config.limits.queueDelayMs} ms)${queue.shared ? ', while other tenants use them too' : ''}`,
       );
     return this.#admission.admit(this.config.limits, bytes, tenant, this.#tenants.size);
   }
