@@ -7,6 +7,7 @@
 import assert from 'node:assert/strict';
 import { connect, type Socket } from 'node:net';
 import { after, before, describe, it } from 'node:test';
+import { loadServiceConfig } from '../dist/service/config.js';
 import { tempDir } from './helpers.ts';
 import { paymentEvent, postEvents, startServer, writeServiceConfig, type Server } from './serve-helpers.ts';
 
@@ -385,5 +386,19 @@ describe('sluice serve: event-loop delay', { timeout: 60_000 }, () => {
     await new Promise((r) => setTimeout(r, 100));
     const again = await postEvents(server, 'payments', KEYS.a, event + '\n');
     assert.equal(again.status, 202, JSON.stringify(again.body));
+  });
+
+  it('limits.loop_delay is 25 ms by default in the embedded runtime and off in the cluster; 0s turns it off', () => {
+    const dir = tempDir('sluice-loop-delay-config-');
+    const tenants = { a: { keys: [KEYS.a] } };
+    const delay = (extra: Record<string, unknown>): number =>
+      loadServiceConfig(writeServiceConfig(dir, tenants, extra)).limits.loopDelayMs;
+    assert.equal(delay({}), 25);
+    assert.equal(delay({ runtime: { type: 'cluster' } }), 0);
+    assert.equal(delay({ runtime: { type: 'cluster' }, limits: { loop_delay: '40ms' } }), 40);
+    assert.equal(delay({ limits: { loop_delay: '0s' } }), 0);
+    assert.throws(() => delay({ limits: { loop_delay: 'soon' } }), { code: 'SLUICE_ERR_CONFIG_INVALID' });
+    // Other durations still refuse 0: a zero queue_delay would refuse every request.
+    assert.throws(() => delay({ limits: { queue_delay: '0s' } }), { code: 'SLUICE_ERR_CONFIG_INVALID' });
   });
 });
