@@ -9,7 +9,7 @@ import { openPg } from '../helpers/postgres.ts';
 import { redact } from '../helpers/url.ts';
 import { loadServiceConfig, type ClusterRuntimeConfig } from '../service/config.ts';
 import { SharedLimiter } from '../service/shared-limits.ts';
-import { build, warn } from './check.ts';
+import { build, warn } from './check-pipeline.ts';
 
 /** A service config: its own schema, then every pipeline it names, built as the service builds it. */
 export async function checkService(file: string): Promise<number> {

@@ -4,7 +4,8 @@
  */
 import { Command, CommanderError, InvalidArgumentError } from 'commander';
 import { readFileSync } from 'node:fs';
-import { ERRORS, SluiceError } from '../errors.ts';
+import { ERRORS } from '../errors.ts';
+import { EXIT, exitCodeOf, report } from './exit.ts';
 import type * as Run from './run.ts';
 import type * as Check from './check.ts';
 import type * as Test from './test.ts';
@@ -17,21 +18,6 @@ import type * as Top from './top.ts';
 const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as {
   version: string;
 };
-
-export const EXIT = { ok: 0, failed: 1, usage: 2, interrupted: 130 } as const;
-
-function exitCodeOf(err: unknown): number {
-  if (err instanceof SluiceError) {
-    if (err.code === 'SLUICE_ERR_INTERRUPTED') return EXIT.interrupted;
-    return err.category === 'usage' || err.category === 'config' ? EXIT.usage : EXIT.failed;
-  }
-  return EXIT.failed;
-}
-
-function report(err: unknown): void {
-  if (err instanceof SluiceError) process.stderr.write(err.format() + '\n');
-  else process.stderr.write(`error[SLUICE_ERR_WORKER_FAILED]: ${(err as Error)?.stack ?? String(err)}\n`);
-}
 
 function positiveInt(value: string): number {
   const n = Number(value);
@@ -219,5 +205,3 @@ export async function main(argv: string[]): Promise<number> {
     return exitCodeOf(err);
   }
 }
-
-export { report, exitCodeOf };

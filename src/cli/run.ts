@@ -5,7 +5,7 @@ import { loadPipeline } from '../core/config.ts';
 import { prepare, runPipeline, type Progress, type RunResult } from '../core/engine.ts';
 import { registry } from '../core/registry.ts';
 import { SluiceError } from '../errors.ts';
-import { exitCodeOf, report } from './main.ts';
+import { exitCodeOf, report } from './exit.ts';
 
 export interface RunFlags {
   input?: string;
