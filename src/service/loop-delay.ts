@@ -9,7 +9,9 @@
  * What counts is a standing delay, not a stall: as in CoDel, the least lateness over the last
  * WINDOW_MS. One slow turn (a garbage collection, the machine's other work: 39 ms was seen in the
  * test suite) leaves on-time ticks in the window and sheds nothing; a loop that is late at every
- * tick, or has not reached its timer for a whole window, is behind.
+ * tick, or has not reached its timer for a whole window, is behind. Measured since: at 3x capacity
+ * the standing delay stays under 25 ms (event-loop delay p99 18-22 ms) once the lanes shed by the
+ * wait a request would have, so this guards stalls and bursts more than it sheds at steady state.
  */
 
 /** The timer's period: lateness finer than this is not seen, a period costs ~1 µs. */
