@@ -6,7 +6,11 @@
  */
 import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { join } from 'node:path';
+import '../dist/components.js';
+import { newPipelineAjv, schemaHash } from '../dist/core/config.js';
+import { pipelineSchema } from '../dist/core/schema.js';
 import { before, describe, it } from 'node:test';
 import { parse as parseYaml } from 'yaml';
 import { PAYMENTS, ROOT, sluice, tempDir } from './helpers.ts';
@@ -338,5 +342,32 @@ describe('broken pipeline configs', () => {
     const r = await sluice(['check', PAYMENTS]);
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /\bok\b/);
+  });
+});
+
+// The build writes the pipeline schema's validator as standalone code (src/core/validator-build.ts)
+// and loading a pipeline uses it only while it matches the schema: a stale one would be ignored
+// silently, so this checks that the build's is current and judges as a compiled one does.
+describe('the standalone pipeline validator', () => {
+  it("is the build's for the schema the registry composes, and reports what a compiled one reports", () => {
+    const built = createRequire(import.meta.url)('../dist/core/pipeline-validator.cjs') as ((
+      data: unknown,
+    ) => boolean) & { errors?: unknown; schemaHash: string };
+    const schema = pipelineSchema();
+    assert.equal(built.schemaHash, schemaHash(schema), 'dist/core/pipeline-validator.cjs is stale');
+    const compiled = newPipelineAjv().compile(schema);
+    let compared = 0;
+    for (const c of [{ name: 'base', files: { 'pipeline.yaml': BASE } } as Partial<Case>, ...CASES]) {
+      let data: unknown;
+      try {
+        data = parseYaml(c.files![c.pipelineFile ?? 'pipeline.yaml']!);
+      } catch {
+        continue; // not YAML: never reaches the validator
+      }
+      assert.equal(built(data), compiled(data), c.name);
+      assert.deepEqual(built.errors ?? null, compiled.errors ?? null, c.name);
+      compared++;
+    }
+    assert.ok(compared >= 10, `compared ${compared} configs`);
   });
 });

@@ -3,9 +3,11 @@
  * every error pointing at file, line, column and key path, then resolved into a plain object that
  * workers receive as is.
  */
+import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { basename, dirname, extname, isAbsolute, resolve } from 'node:path';
-import { Ajv2020, type ErrorObject } from 'ajv/dist/2020.js';
+import { Ajv2020, type ErrorObject, type Options } from 'ajv/dist/2020.js';
 import { isMap, isScalar, isSeq, LineCounter, parseDocument, type Document, type Node } from 'yaml';
 import { SluiceError, type SourceLocation } from '../errors.ts';
 import { registry, type ComponentExtras } from './registry.ts';
@@ -148,20 +150,41 @@ export class Locator {
   }
 }
 
-let validator: ReturnType<Ajv2020['compile']> | undefined;
+type Validate = ReturnType<Ajv2020['compile']>;
 
-function schemaValidator(): ReturnType<Ajv2020['compile']> {
-  if (!validator) {
-    const ajv = new Ajv2020({
-      allErrors: true,
-      strict: true,
-      strictRequired: false,
-      discriminator: true,
-      allowUnionTypes: true,
-    });
-    validator = ajv.compile(pipelineSchema());
+export const PIPELINE_AJV_OPTIONS: Options = {
+  allErrors: true,
+  strict: true,
+  strictRequired: false,
+  discriminator: true,
+  allowUnionTypes: true,
+};
+
+export const newPipelineAjv = (options: Options = PIPELINE_AJV_OPTIONS): Ajv2020 => new Ajv2020(options);
+
+/** Identifies a composed schema: the standalone validator is used only for the one it was built from. */
+export const schemaHash = (schema: unknown): string =>
+  createHash('sha256').update(JSON.stringify(schema)).digest('hex');
+
+let validator: Validate | undefined;
+
+/**
+ * The pipeline schema's validator: the standalone one the build wrote (validator-build.ts) when it
+ * was made from the schema the registry composes now, else compiled here.
+ */
+function schemaValidator(): Validate {
+  if (validator) return validator;
+  const schema = pipelineSchema();
+  try {
+    const built = createRequire(import.meta.url)('./pipeline-validator.cjs') as Validate & {
+      default?: Validate;
+      schemaHash?: string;
+    };
+    if (built.schemaHash === schemaHash(schema)) return (validator = built.default ?? built);
+  } catch {
+    // Not built (sources run through tsx): compile.
   }
-  return validator;
+  return (validator = newPipelineAjv().compile(schema));
 }
 
 /** Picks the most useful of Ajv's errors: unknown keys first, then the deepest. */
