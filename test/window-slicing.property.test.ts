@@ -1,6 +1,6 @@
 /**
- * Window slicing: the window step updates one pane (gcd(size, hop) of time) per record and merges
- * a window's panes when it closes. On random geometries and random inputs (out of order, late,
+ * Window slicing: the window step updates one pane (time cut at every window start and end, two
+ * panes per hop at most) per record and merges a window's panes when it closes. On random geometries and random inputs (out of order, late,
  * far in the past, JSON numbers and decimal strings, Infinity/NaN from a transform), the rows and
  * dead letters equal those of the per-window model: every record added to every window that
  * contains it and was still open when the record was decided, in input order. Batches go to one of
@@ -294,6 +294,78 @@ describe('window slicing', () => {
     // Windows starting from 59 minutes before the first record to the last record's minute.
     assert.equal(rows.length, 60 + 16);
     assert.equal(Math.max(...rows.map((r) => r.count as number)), 1000);
+  });
+  it('a hop that does not divide the size still makes at most two panes per hop', () => {
+    // 1 h windows every 59,999 ms: panes of gcd(size, hop) would be 1 ms, one per record here.
+    const config = {
+      type: 'window' as const,
+      time_field: 'ts',
+      size: 3_600_000,
+      hop: 59_999,
+      metrics: { count: { op: 'count' } } as Record<string, MetricConfig>,
+      time_format: 'epoch_ms' as const,
+    };
+    const step = stepOf(config);
+    const seq = sequencerOf(config);
+    const batch = Array.from({ length: 1000 }, (_, i) => ({ ts: 1_700_000_000_000 + i * 1000 + (i % 7) }));
+    const payload = step.extract({ records: batch, pos: [] });
+    const info = seq.decide(payload, new Uint16Array(batch.length), 0);
+    step.apply!({ records: batch, pos: [] }, {} as never, {
+      info,
+      payload,
+      indices: Int32Array.from(batch.keys()),
+    });
+    const state = step.snapshot!() as { panes: [number, [string, { count: number }][]][] };
+    // 1,000 s of records span 17 hops: at most 2 panes each, and one more at either end.
+    assert.ok(state.panes.length <= 2 * 18, `${state.panes.length} panes`);
+    const rows = seq.gather!({ upTo: Infinity }, [step.command!({ upTo: Infinity })]);
+    assert.equal(Math.max(...rows.map((r) => r.count as number)), 1000);
+    // Every window counts exactly the records in [start, start + size).
+    for (const r of rows) {
+      const start = r.window_start as number;
+      const inside = batch.filter((b) => b.ts >= start && b.ts < start + config.size).length;
+      assert.equal(r.count, inside, `window ${start}`);
+    }
+  });
+  it('restores a snapshot of panes of gcd(size, hop) into the pane that holds each', () => {
+    // size 2 s, hop 0.75 s: panes now [k·hop, k·hop + 0.5 s) and [k·hop + 0.5 s, (k+1)·hop); they
+    // were 0.25 s (the gcd), so a saved pane may start 0.25 s into one of today's.
+    const config = {
+      type: 'window' as const,
+      time_field: 'ts',
+      size: 2000,
+      hop: 750,
+      metrics: { count: { op: 'count' }, sum: { op: 'sum', field: 'v' } } as Record<string, MetricConfig>,
+      time_format: 'epoch_ms' as const,
+    };
+    const base = 1_700_000_250_000; // a multiple of 750
+    const run = (step: Step, recs: Rec[]): void => {
+      const payload = step.extract({ records: recs, pos: [] });
+      step.apply!({ records: recs, pos: [] }, {} as never, {
+        info: undefined,
+        payload,
+        indices: Int32Array.from(recs.keys()),
+      });
+    };
+    const before = stepOf(config);
+    run(before, [{ ts: base + 300, v: 2 }]);
+    const saved = before.snapshot!() as { panes: [number, unknown[]][] };
+    assert.deepEqual(
+      saved.panes.map(([start]) => start - base),
+      [0],
+    );
+    saved.panes[0]![0] = base + 250; // where the 0.25 s pane started
+    const after = stepOf(config);
+    after.restore!(JSON.parse(JSON.stringify(saved)));
+    run(after, [{ ts: base + 100, v: 3 }]);
+    const state = after.snapshot!() as { panes: [number, [string, { count: number }][]][] };
+    assert.deepEqual(
+      state.panes.map(([start, keys]) => [start - base, keys.map(([, all]) => all.count)]),
+      [[0, [2]]],
+    );
+    const rows = sequencerOf(config).gather!({ upTo: Infinity }, [after.command!({ upTo: Infinity })]);
+    for (const r of rows) assert.deepEqual([r.count, r.sum], [2, 5], `window ${String(r.window_start)}`);
+    assert.equal(rows.length, 3); // the windows starting at base − 1.5 s, − 0.75 s and base
   });
 });
 

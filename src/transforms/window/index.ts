@@ -66,12 +66,6 @@ const NON_FINITE = 2;
 /** What `extract` gives a record whose metric field is Infinity or NaN (a time is never -Infinity). */
 const NON_FINITE_TIME = -Infinity;
 
-/** Greatest common divisor of two whole numbers of milliseconds. */
-function gcd(a: number, b: number): number {
-  while (b !== 0) [a, b] = [b, a % b];
-  return a;
-}
-
 /** Start of the first (earliest) window containing time t: the least multiple of hop above t − size. */
 function firstWindow(g: Geometry, t: number): number {
   return Math.floor((t - g.size) / g.hop) * g.hop + g.hop;
@@ -152,12 +146,16 @@ class WindowStep implements OrderedStep {
   readonly #numbers: readonly ((r: Rec) => unknown)[];
   readonly #agg: Aggregation;
   /**
-   * Window slicing (Scotty, Traub et al., ICDE 2019; Flink's panes): time is cut into panes of
-   * gcd(size, hop), each record updates the one pane it falls in, and a window's rows are merged
-   * from its size/pane panes when it closes. A record costs one update whatever size/hop is; with
-   * a 300 s window and a 60 s hop that is 1 update instead of 5.
+   * Window slicing (Scotty, Traub et al., ICDE 2019; Flink's panes): time is cut at every window
+   * start and every window end, each record updates the one pane it falls in, and a window's rows
+   * are merged from its panes when it closes. A record costs one update whatever size/hop is; with
+   * a 300 s window and a 60 s hop that is 1 update instead of 5. Starts are the multiples of hop and
+   * ends lie `cut` = size mod hop past one, so a hop holds at most two panes ("pairs", Krishnamurthy
+   * et al., SIGMOD 2006) and a window at most 2·⌈size/hop⌉. Panes of gcd(size, hop), as before,
+   * are the same when hop divides size, but a 1 h window with a 59,999 ms hop made 1 ms panes: a
+   * state per key and millisecond, and 3.6 million panes to merge per window.
    */
-  readonly #pane: number;
+  readonly #cut: number;
   /** Pane start → group key → pane. */
   readonly #panes = new Map<number, Map<string, Pane>>();
   /** Windows starting before this have been closed and sent. */
@@ -168,7 +166,7 @@ class WindowStep implements OrderedStep {
   constructor(config: WindowConfig) {
     this.#config = config;
     this.#g = geometry(config);
-    this.#pane = gcd(this.#g.size, this.#g.hop);
+    this.#cut = this.#g.size % this.#g.hop;
     this.#time = fieldReader(config.time_field);
     this.#groupBy = (config.group_by ?? []).map(fieldReader);
     this.#agg = new Aggregation(config.metrics);
@@ -216,8 +214,13 @@ class WindowStep implements OrderedStep {
     return `event time ${new Date(t).toISOString()} falls in window [${new Date(start).toISOString()}, ${new Date(start + size).toISOString()}), closed once the watermark passed ${new Date(start + size + lateness).toISOString()}`;
   }
 
+  /** Start of the pane that holds time t. */
+  #paneStart(t: number): number {
+    const base = Math.floor(t / this.#g.hop) * this.#g.hop;
+    return this.#cut === 0 || t < base + this.#cut ? base : base + this.#cut;
+  }
+
   apply(input: Batch, _ctx: StepContext, decision: Decision): void {
-    const pw = this.#pane;
     const times = decision.payload as Float64Array;
     const watermarks = decision.info as Float64Array | undefined;
     const indices = decision.indices;
@@ -233,7 +236,7 @@ class WindowStep implements OrderedStep {
         for (let k = 0; k < groupBy.length; k++)
           key += (k > 0 ? '\u0000' : '') + groupKeyPart(groupBy[k]!(r));
       }
-      const start = Math.floor(t / pw) * pw;
+      const start = this.#paneStart(t);
       let panes = this.#panes.get(start);
       if (!panes) this.#panes.set(start, (panes = new Map()));
       let pane = panes.get(key);
@@ -257,15 +260,19 @@ class WindowStep implements OrderedStep {
   }
 
   /**
-   * The panes in [from, to): stepping pane by pane, or, when there are fewer panes than steps
-   * (a size and hop with a small common divisor make many tiny panes), through the panes held.
+   * The panes of the window [from, to): stepping through its pane starts (two per hop at most), or,
+   * when fewer panes are held than that (a long window of rare keys), through the panes held.
    */
   *#panesIn(from: number, to: number): Iterable<Map<string, Pane>> {
-    const pw = this.#pane;
-    if ((to - from) / pw <= this.#panes.size) {
-      for (let p = from; p < to; p += pw) {
-        const panes = this.#panes.get(p);
+    const { hop } = this.#g;
+    const cut = this.#cut;
+    if (((to - from) / hop) * (cut === 0 ? 1 : 2) <= this.#panes.size) {
+      for (let b = from; b < to; b += hop) {
+        const panes = this.#panes.get(b);
         if (panes) yield panes;
+        if (cut === 0 || b + cut >= to) continue;
+        const second = this.#panes.get(b + cut);
+        if (second) yield second;
       }
     } else for (const [p, panes] of this.#panes) if (p >= from && p < to) yield panes;
   }
@@ -353,19 +360,27 @@ class WindowStep implements OrderedStep {
     this.#panes.clear();
     this.#legacy.clear();
     this.#closedBelow = saved.closedBelow ?? -Infinity;
-    for (const [start, panes] of saved.panes ?? [])
-      this.#panes.set(
-        start,
-        new Map(
-          panes.map(([key, all, tails]) => [
-            key,
-            {
-              all: all ? acc(all) : undefined,
-              tails: tails.length > 0 ? new Map(tails.map(([from, s]) => [from, acc(s)])) : undefined,
-            },
-          ]),
-        ),
-      );
+    // A snapshot taken with panes of gcd(size, hop) may hold several panes that are one now: each
+    // is merged into the pane that holds its start (every old pane lies inside one new pane).
+    const into = (a: Acc | undefined, b: Acc): Acc => {
+      if (!a) return b;
+      this.#agg.merge(a, b);
+      return a;
+    };
+    for (const [savedStart, panes] of saved.panes ?? []) {
+      const start = this.#paneStart(savedStart);
+      let held = this.#panes.get(start);
+      if (!held) this.#panes.set(start, (held = new Map()));
+      for (const [key, all, tails] of panes) {
+        let pane = held.get(key);
+        if (!pane) held.set(key, (pane = { all: undefined, tails: undefined }));
+        if (all) pane.all = into(pane.all, acc(all));
+        for (const [from, s] of tails) {
+          pane.tails ??= new Map();
+          pane.tails.set(from, into(pane.tails.get(from), acc(s)));
+        }
+      }
+    }
     // A snapshot from before panes holds whole windows: they are merged in when they close.
     for (const [start, groups] of saved.open ?? [])
       this.#legacy.set(start, new Map(groups.map(([key, s]) => [key, acc(s)])));
