@@ -99,10 +99,13 @@ describe('the cluster runtime under SIGKILLs of the owner (2 instances)', () => 
           victim: (servers) => ownerNow(servers, `acme/${BATCHED.name}`),
           signal: t.signal,
         });
-        const logs = started.map((s) => s.output()).join('\n');
-        const takeovers = [
-          ...logs.matchAll(/"pipeline":"acme\/payments","epoch":(\d+),"msg":"owning the pipeline"/g),
+        const takeoversNow = (): RegExpMatchArray[] => [
+          ...started
+            .map((s) => s.output())
+            .join('\n')
+            .matchAll(/"pipeline":"acme\/payments","epoch":(\d+),"msg":"owning the pipeline"/g),
         ];
+        let takeovers = takeoversNow();
         t.diagnostic(
           `${run.kills.length} kills of the owner (slots ${run.kills.map((k) => k.slot).join(' ')}, ` +
             `${run.kills.filter((k) => k.inFlight > 0).length} with requests in flight, down ` +
@@ -113,15 +116,20 @@ describe('the cluster runtime under SIGKILLs of the owner (2 instances)', () => 
         );
         assert.deepEqual(run.exitedAlone, [], 'an instance exited without being killed');
         assert.ok(run.kills.length >= 5, `only ${run.kills.length} kills`);
-        assert.ok(
-          takeovers.length > run.kills.length,
-          `the pipeline was owned only ${takeovers.length} times`,
-        );
         for (const [i, p] of producers.entries())
           for (const [b, batch] of p.batches.entries())
             assert.deepEqual(run.answers[i]![b], { queued: batch.count }, `${p.name} batch ${b}`);
 
         const held = await clusterHoldings(fresh, run.servers, producers);
+        // Every kill but the last must have moved the pipeline (the first owner, then one more per
+        // kill). The last may not have yet: the answers can all be in, and even everything be
+        // processed, before the lease lapses and the survivor takes over; the full suite once read
+        // the logs in between (Node 24: 6 kills, epochs 1-6).
+        takeovers = takeoversNow();
+        assert.ok(
+          takeovers.length >= run.kills.length,
+          `the pipeline was owned only ${takeovers.length} times for ${run.kills.length} kills`,
+        );
         for (const [i, p] of producers.entries())
           assertSameResults(references[i]!, held[i]!, `what PostgreSQL holds for ${p.name}`);
       } catch (err) {
