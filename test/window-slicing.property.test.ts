@@ -178,6 +178,32 @@ const stepOf = (config: Parameters<typeof windowTransform.create>[0]): Step =>
 const sequencerOf = (config: Parameters<typeof windowTransform.create>[0]): Seq =>
   windowTransform.sequencer!(config, 'w');
 
+/** A count window of `size` and `hop` that has decided and applied `batch` in one go. */
+function countedOnce(
+  size: number,
+  hop: number,
+  batch: { ts: number }[],
+): { step: Step; seq: Seq; state: { panes: [number, [string, { count: number }][]][] } } {
+  const config = {
+    type: 'window' as const,
+    time_field: 'ts',
+    size,
+    hop,
+    metrics: { count: { op: 'count' } } as Record<string, MetricConfig>,
+    time_format: 'epoch_ms' as const,
+  };
+  const step = stepOf(config);
+  const seq = sequencerOf(config);
+  const payload = step.extract({ records: batch, pos: [] });
+  const info = seq.decide(payload, new Uint16Array(batch.length), 0);
+  step.apply!({ records: batch, pos: [] }, {} as never, {
+    info,
+    payload,
+    indices: Int32Array.from(batch.keys()),
+  });
+  return { step, seq, state: step.snapshot!() as { panes: [number, [string, { count: number }][]][] } };
+}
+
 /** The step as the engine drives it: extract on a worker, decide in order, apply, broadcasts. */
 function sliced(g: Geometry, recs: Rec[], p: Plan): Result {
   const config = {
@@ -267,25 +293,8 @@ describe('window slicing', () => {
   it('a record costs one pane update whatever size/hop is', () => {
     // 1 h windows every minute: 60 windows contain each record, one pane holds it.
     const g = { size: 3_600_000, hop: 60_000, lateness: 0 };
-    const config = {
-      type: 'window' as const,
-      time_field: 'ts',
-      size: g.size,
-      hop: g.hop,
-      metrics: { count: { op: 'count' } } as Record<string, MetricConfig>,
-      time_format: 'epoch_ms' as const,
-    };
-    const step = stepOf(config);
-    const seq = sequencerOf(config);
     const batch = Array.from({ length: 1000 }, (_, i) => ({ ts: 1_700_000_000_000 + i * 1000 }));
-    const payload = step.extract({ records: batch, pos: [] });
-    const info = seq.decide(payload, new Uint16Array(batch.length), 0);
-    step.apply!({ records: batch, pos: [] }, {} as never, {
-      info,
-      payload,
-      indices: Int32Array.from(batch.keys()),
-    });
-    const state = step.snapshot!() as { panes: [number, [string, { count: number }][]][] };
+    const { step, seq, state } = countedOnce(g.size, g.hop, batch);
     // 1000 s of records in 60 s panes: 17 panes, 1000 records, each counted once.
     assert.equal(state.panes.length, 17);
     const counted = state.panes.reduce((n, [, keys]) => n + keys.reduce((m, [, all]) => m + all.count, 0), 0);
@@ -297,25 +306,9 @@ describe('window slicing', () => {
   });
   it('a hop that does not divide the size still makes at most two panes per hop', () => {
     // 1 h windows every 59,999 ms: panes of gcd(size, hop) would be 1 ms, one per record here.
-    const config = {
-      type: 'window' as const,
-      time_field: 'ts',
-      size: 3_600_000,
-      hop: 59_999,
-      metrics: { count: { op: 'count' } } as Record<string, MetricConfig>,
-      time_format: 'epoch_ms' as const,
-    };
-    const step = stepOf(config);
-    const seq = sequencerOf(config);
+    const size = 3_600_000;
     const batch = Array.from({ length: 1000 }, (_, i) => ({ ts: 1_700_000_000_000 + i * 1000 + (i % 7) }));
-    const payload = step.extract({ records: batch, pos: [] });
-    const info = seq.decide(payload, new Uint16Array(batch.length), 0);
-    step.apply!({ records: batch, pos: [] }, {} as never, {
-      info,
-      payload,
-      indices: Int32Array.from(batch.keys()),
-    });
-    const state = step.snapshot!() as { panes: [number, [string, { count: number }][]][] };
+    const { step, seq, state } = countedOnce(size, 59_999, batch);
     // 1,000 s of records span 17 hops: at most 2 panes each, and one more at either end.
     assert.ok(state.panes.length <= 2 * 18, `${state.panes.length} panes`);
     const rows = seq.gather!({ upTo: Infinity }, [step.command!({ upTo: Infinity })]);
@@ -323,7 +316,7 @@ describe('window slicing', () => {
     // Every window counts exactly the records in [start, start + size).
     for (const r of rows) {
       const start = r.window_start as number;
-      const inside = batch.filter((b) => b.ts >= start && b.ts < start + config.size).length;
+      const inside = batch.filter((b) => b.ts >= start && b.ts < start + size).length;
       assert.equal(r.count, inside, `window ${start}`);
     }
   });
