@@ -314,7 +314,7 @@ describe('sluice serve: requests that are not valid HTTP get problem documents',
 
 /**
  * Sends a whole request on a socket already connected, and resolves with its status line and the
- * body's `code` (problem documents), once the answer is in.
+ * whole answer (head and body), once it is in.
  */
 function rawPost(
   socket: Socket,

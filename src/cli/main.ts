@@ -6,14 +6,6 @@ import { Command, CommanderError, InvalidArgumentError } from 'commander';
 import { readFileSync } from 'node:fs';
 import { ERRORS } from '../errors.ts';
 import { EXIT, exitCodeOf, report } from './exit.ts';
-import type * as Run from './run.ts';
-import type * as Check from './check.ts';
-import type * as Test from './test.ts';
-import type * as Demo from './demo.ts';
-import type * as Serve from './serve.ts';
-import type * as Keys from './keys.ts';
-import type * as Tap from './tap.ts';
-import type * as Top from './top.ts';
 
 const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as {
   version: string;
@@ -38,20 +30,22 @@ function byteSize(value: string): number {
  * made `sluice --version` take 0.80 s and 89 MiB, and every worker thread of `sluice run` paid
  * for the sinks' clients too.
  */
+function lazily<A extends unknown[]>(
+  load: () => Promise<(...args: A) => Promise<number>>,
+): (...args: A) => Promise<number> {
+  return async (...args) => (await load())(...args);
+}
+
 const lazy = {
-  run: async (...a: Parameters<typeof Run.runCommand>) => (await import('./run.ts')).runCommand(...a),
-  check: async (...a: Parameters<typeof Check.checkCommand>) =>
-    (await import('./check.ts')).checkCommand(...a),
-  test: async (...a: Parameters<typeof Test.testCommand>) => (await import('./test.ts')).testCommand(...a),
-  demo: async (...a: Parameters<typeof Demo.demoCommand>) => (await import('./demo.ts')).demoCommand(...a),
-  serve: async (...a: Parameters<typeof Serve.serveCommand>) =>
-    (await import('./serve.ts')).serveCommand(...a),
-  keysNew: async (...a: Parameters<typeof Keys.keysNewCommand>) =>
-    (await import('./keys.ts')).keysNewCommand(...a),
-  keysHash: async (...a: Parameters<typeof Keys.keysHashCommand>) =>
-    (await import('./keys.ts')).keysHashCommand(...a),
-  tap: async (...a: Parameters<typeof Tap.tapCommand>) => (await import('./tap.ts')).tapCommand(...a),
-  top: async (...a: Parameters<typeof Top.topCommand>) => (await import('./top.ts')).topCommand(...a),
+  run: lazily(async () => (await import('./run.ts')).runCommand),
+  check: lazily(async () => (await import('./check.ts')).checkCommand),
+  test: lazily(async () => (await import('./test.ts')).testCommand),
+  demo: lazily(async () => (await import('./demo.ts')).demoCommand),
+  serve: lazily(async () => (await import('./serve.ts')).serveCommand),
+  keysNew: lazily(async () => (await import('./keys.ts')).keysNewCommand),
+  keysHash: lazily(async () => (await import('./keys.ts')).keysHashCommand),
+  tap: lazily(async () => (await import('./tap.ts')).tapCommand),
+  top: lazily(async () => (await import('./top.ts')).topCommand),
 };
 
 /**

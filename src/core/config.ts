@@ -152,15 +152,16 @@ export class Locator {
 
 type Validate = ReturnType<Ajv2020['compile']>;
 
-export const PIPELINE_AJV_OPTIONS: Options = {
-  allErrors: true,
-  strict: true,
-  strictRequired: false,
-  discriminator: true,
-  allowUnionTypes: true,
-};
-
-export const newPipelineAjv = (options: Options = PIPELINE_AJV_OPTIONS): Ajv2020 => new Ajv2020(options);
+/** The Ajv that judges pipeline files (and, with `extra.code`, writes their standalone validator). */
+export const newPipelineAjv = (extra: Options = {}): Ajv2020 =>
+  new Ajv2020({
+    allErrors: true,
+    strict: true,
+    strictRequired: false,
+    discriminator: true,
+    allowUnionTypes: true,
+    ...extra,
+  });
 
 /** Identifies a composed schema: the standalone validator is used only for the one it was built from. */
 export const schemaHash = (schema: unknown): string =>

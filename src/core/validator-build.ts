@@ -11,11 +11,11 @@
 import { writeFileSync } from 'node:fs';
 import standaloneCode from 'ajv/dist/standalone/index.js';
 import '../components.ts';
-import { PIPELINE_AJV_OPTIONS, newPipelineAjv, schemaHash } from './config.ts';
+import { newPipelineAjv, schemaHash } from './config.ts';
 import { pipelineSchema } from './schema.ts';
 
 const schema = pipelineSchema();
-const ajv = newPipelineAjv({ ...PIPELINE_AJV_OPTIONS, code: { source: true, esm: false } });
+const ajv = newPipelineAjv({ code: { source: true, esm: false } });
 const code = standaloneCode.default(ajv, ajv.compile(schema));
 const out = new URL('./pipeline-validator.cjs', import.meta.url);
 writeFileSync(out, `${code}\nmodule.exports.schemaHash = ${JSON.stringify(schemaHash(schema))};\n`);

@@ -14,8 +14,6 @@ import {
 import { SluiceError } from '../errors.ts';
 import { redact } from './url.ts';
 
-export { DEFAULT_NATS_URL } from './url.ts';
-
 /**
  * Connects (failing within `timeoutMs` when nobody answers) and checks that the server has
  * JetStream. Once connected, the client reconnects by itself for as long as the connection lives.

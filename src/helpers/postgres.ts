@@ -8,8 +8,6 @@
  */
 import postgres from 'postgres';
 
-export { DEFAULT_PG_URL } from './url.ts';
-
 export interface PgOptions {
   /** Connections in the pool. */
   max: number;
