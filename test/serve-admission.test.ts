@@ -348,7 +348,13 @@ describe('sluice serve: event-loop delay', { timeout: 60_000 }, () => {
 
   before(async () => {
     const dir = tempDir('sluice-loop-delay-');
-    server = await startServer(writeServiceConfig(dir, { a: { keys: [KEYS.a] }, b: { keys: [KEYS.b] } }));
+    server = await startServer(
+      writeServiceConfig(
+        dir,
+        { a: { keys: [KEYS.a] }, b: { keys: [KEYS.b] } },
+        { limits: { loop_delay: '25ms' } },
+      ),
+    );
   });
   after(async () => {
     for (const s of sockets) s.destroy();
@@ -388,13 +394,14 @@ describe('sluice serve: event-loop delay', { timeout: 60_000 }, () => {
     assert.equal(again.status, 202, JSON.stringify(again.body));
   });
 
-  it('limits.loop_delay is 25 ms by default in the embedded runtime and off in the cluster; 0s turns it off', () => {
+  it('limits.loop_delay is off unless set, in either runtime; 0s turns it off', () => {
     const dir = tempDir('sluice-loop-delay-config-');
     const tenants = { a: { keys: [KEYS.a] } };
     const delay = (extra: Record<string, unknown>): number =>
       loadServiceConfig(writeServiceConfig(dir, tenants, extra)).limits.loopDelayMs;
-    assert.equal(delay({}), 25);
+    assert.equal(delay({}), 0);
     assert.equal(delay({ runtime: { type: 'cluster' } }), 0);
+    assert.equal(delay({ limits: { loop_delay: '25ms' } }), 25);
     assert.equal(delay({ runtime: { type: 'cluster' }, limits: { loop_delay: '40ms' } }), 40);
     assert.equal(delay({ limits: { loop_delay: '0s' } }), 0);
     assert.throws(() => delay({ limits: { loop_delay: 'soon' } }), { code: 'SLUICE_ERR_CONFIG_INVALID' });

@@ -262,9 +262,9 @@ export const serviceSchema = {
         },
         loop_delay: {
           ...duration,
-          default: '25ms',
+          default: '0s',
           description:
-            'Default 25ms in the embedded runtime, 0s (off) in the cluster. While the event loop that answers HTTP stays later than this for 100 ms, a tenant holding its share of the requests in flight or more gets 503 for the next at once, before its body is read: the instance sheds the work that makes it late. 0s turns it off.',
+            'Off (0s) by default. While the event loop that answers HTTP stays later than this for 100 ms, a tenant holding its share of the requests in flight or more gets 503 for the next at once, before its body is read: the instance sheds the work that makes it late. 0s turns it off.',
         },
       },
     },
@@ -501,16 +501,12 @@ function resolveService(raw: RawService, file: string | undefined, base: string)
       inFlightBytes,
       inFlightRequests: raw.limits?.in_flight_requests ?? 4096,
       queueDelayMs: durationAt(raw.limits?.queue_delay, '250ms', where, 'limits.queue_delay'),
-      // Off by default in a cluster: an owner instance's pipeline runs on this event loop too (in
-      // 10 ms turns), so its delay is that work, not requests queueing; shed at 25 ms, bench:cluster
-      // had 150-197 bodies refused and sent again behind newer ones, and ~11,000 more events late.
-      loopDelayMs: durationAt(
-        raw.limits?.loop_delay,
-        raw.runtime?.type === 'cluster' ? '0s' : '25ms',
-        where,
-        'limits.loop_delay',
-        true,
-      ),
+      // Off unless set. Measured (docs/benchmarks.md, 2026-12-06): at 3x capacity it did not move
+      // the overload targets; a single stall of about the window (one late tick in it) counts as
+      // standing and refused a second request of a lone tenant in the suite; and in a cluster an
+      // owner's pipeline shares the loop, so its delay is that work (at 25 ms, bench:cluster had
+      // 150-197 bodies refused and ~11,000 more events late).
+      loopDelayMs: durationAt(raw.limits?.loop_delay, '0s', where, 'limits.loop_delay', true),
     },
     checkpointIntervalMs: durationAt(raw.checkpoint?.interval, '10s', where, 'checkpoint.interval'),
     idempotencyRetentionMs: durationAt(raw.idempotency?.retention, '24h', where, 'idempotency.retention'),
