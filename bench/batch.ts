@@ -6,6 +6,8 @@
  * - payments: the reference workload (shared/workload/README.md) through
  *   examples/payments/pipeline.yaml against bench/plain-payments.ts; outputs are compared with the
  *   workload's expected results, plus a 50,000-event batch for the peak RSS of a small batch.
+ *   Beside them, the floor (bench/floor-batch.ts): reading, JSON.parse and Ajv alone on all cores,
+ *   the least any pipeline built on them spends, reported against the 4× budget.
  * - telemetry: device reports with nested readings (bench/telemetry/generate.ts) through
  *   examples/telemetry/pipeline.yaml (validate, fan-out, lookup, dedupe on three fields, hopping
  *   windows) against bench/telemetry/plain.ts; every output is cross-checked against the plain
@@ -335,6 +337,7 @@ const cores = availableParallelism();
 const PLAIN = 'plain TypeScript, 1 thread';
 const W1 = 'sluice --workers 1';
 const ALL = `sluice, all cores (${cores} workers)`;
+const FLOOR = `floor: read, JSON.parse and Ajv only, ${cores} threads`;
 /** The three contenders of a workload: the plain script (run with `plainArgs`) and sluice twice. */
 function contenders(pipeline: string, plainArgs: Contender['args']): [Contender, Contender, Contender] {
   const run = (inp: string, out: string): string[] => [
@@ -399,6 +402,12 @@ function speedTarget(s: Summary, base: Summary | undefined, want: number, unit: 
     ? `${times(ratio)}: holds`
     : `${times(ratio)} (${int(s.eventsPerS)} vs ${int(need)} ${unit}/s needed): misses, ${times(need / s.eventsPerS)} short`;
 }
+/** The floor's wall time as a share of the time `want`× plain allows: over 100%, no pipeline on JSON.parse and Ajv gets there. */
+function floorShare(floor: Summary, base: Summary | undefined, want: number): string {
+  if (!base) return 'n/a (plain skipped)';
+  const budget = base.wallS / want;
+  return `${fixed(floor.wallS, 2)} s of the ${fixed(budget, 2)} s that ${want}× plain allows (${Math.round((100 * floor.wallS) / budget)}%), ${times(base.wallS / floor.wallS)} plain`;
+}
 const rssTarget = (s: Summary, limit: number): string =>
   s.peakRssMiB <= limit
     ? `${int(s.peakRssMiB)} MiB: holds`
@@ -428,13 +437,25 @@ async function payments(): Promise<Report> {
     '--tables',
     join(WORKLOAD, 'tables'),
   ]);
+  const floorScript = compiledPlain(join(ROOT, 'bench', 'floor-batch.ts'), 'floor-batch');
+  const floor: Contender = {
+    name: FLOOR,
+    args: (inp) => [
+      floorScript,
+      '--input',
+      inp,
+      '--schema',
+      join(ROOT, 'examples', 'payments', 'event.schema.json'),
+    ],
+  };
   const expected = EXPECTED[EVENTS];
   const bigBytes = statSync(input).size;
   const big = await series(
     `${EVENTS.toLocaleString('en-US')} events`,
-    script ? [plain, oneWorker, allCores] : [oneWorker, allCores],
+    script ? [plain, oneWorker, allCores, floor] : [oneWorker, allCores, floor],
     input,
-    expected ? (_c, outDir) => compare(expected, outDir) : undefined,
+    // The floor writes nothing to compare.
+    expected ? (c, outDir) => (c === floor ? undefined : compare(expected, outDir)) : undefined,
   );
   const small = await series(
     `${SMALL_BATCH.toLocaleString('en-US')} events`,
@@ -467,6 +488,7 @@ async function payments(): Promise<Report> {
   }
   const all = bigSummary.get(ALL)!;
   const w1 = bigSummary.get(W1)!;
+  const floorRun = bigSummary.get(FLOOR)!;
   const smallAll = smallSummary.get(ALL)!;
   const events = EVENTS.toLocaleString('en-US');
   out.push(
@@ -474,6 +496,7 @@ async function payments(): Promise<Report> {
     '| target | measured |',
     '|---|---|',
     `| all cores ≥ 4× plain events/s | ${speedTarget(all, base, 4, 'events')} |`,
+    `| (the floor against the same 4× budget) | ${floorShare(floorRun, base, 4)} |`,
     `| one worker ≥ 1.5× plain events/s | ${speedTarget(w1, base, 1.5, 'events')} |`,
     `| all cores: peak RSS ≤ 256 MiB over ${events} events | ${rssTarget(all, 256)} |`,
     `| one worker: peak RSS ≤ 256 MiB over ${events} events | ${rssTarget(w1, 256)} |`,

@@ -26,12 +26,17 @@
  * /proc every 500 ms, and the kernel's count of connections dropped from a full listen queue
  * (TcpExt ListenOverflows, machine-wide) around each phase.
  *
+ * 4. the floor (unless --skip-floor): phases 2 and 3 again, at the same flood rate, against
+ *    bench/floor-server.ts, a bare node:http server that refuses the whole flood at its headers and
+ *    only parses light's events: the least any server could do here, so its figures are a lower
+ *    bound for sluice's on this machine with these generators on the same cores.
+ *
  * Prints a markdown table on stdout, progress on stderr. The issue's targets are reported with a
  * verdict, never enforced: the exit code is non-zero only when a process crashes.
  *
  * Usage: npm run bench:overload -- [--duration S] [--factor F] [--flood-rate REQ_PER_S] [--capacity S]
  *          [--warmup S] [--connections N] [--light-rate REQ_PER_S] [--max-outstanding N]
- *          [--preconnect N] [--drain S] [--interval S]
+ *          [--preconnect N] [--drain S] [--interval S] [--skip-floor]
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
@@ -83,6 +88,7 @@ const { values: flags } = parseArgs({
     preconnect: { type: 'string', default: '256' },
     drain: { type: 'string', default: '10' },
     interval: { type: 'string', default: '5' },
+    'skip-floor': { type: 'boolean', default: false },
     role: { type: 'string' },
     spec: { type: 'string' },
   },
@@ -378,6 +384,44 @@ async function counters(url: string): Promise<{ rejected: Record<string, number>
     `event-loop delay of the server's main thread p99 ${ms(lag('p99'))} ms, max ${ms(lag('max'))} ms over its life`,
   );
   return { rejected, text: lines };
+}
+
+/** Starts bench/floor-server.ts; resolves once it listens. */
+async function startFloor(): Promise<RunningServer> {
+  const script = fileURLToPath(new URL('floor-server.ts', import.meta.url));
+  const child = spawn(process.execPath, [...process.execArgv, script, JSON.stringify(KEYS)], {
+    cwd: ROOT,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const kill = (): void => void child.kill('SIGKILL');
+  cleanups.add(kill);
+  let stderr = '';
+  child.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr = (stderr + d).slice(-4000)));
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((done) =>
+    child.on('exit', (code, signal) => done({ code, signal })),
+  );
+  const url = await Promise.race([
+    new Promise<string>((done) =>
+      createInterface({ input: child.stdout! }).once('line', (l) =>
+        done((JSON.parse(l) as { url: string }).url),
+      ),
+    ),
+    exited.then(({ code, signal }) => {
+      throw new Error(`the floor server exited with ${code ?? signal}: ${stderr}`);
+    }),
+  ]);
+  return {
+    url,
+    pid: child.pid!,
+    tail: () => stderr.trim().split('\n').slice(-5).join('\n'),
+    stop: async () => {
+      const started = performance.now();
+      child.kill('SIGTERM');
+      const r = await exited;
+      cleanups.delete(kill);
+      return { ...r, ms: performance.now() - started };
+    },
+  };
 }
 
 // ---- measuring the server and the machine
@@ -696,6 +740,61 @@ async function main(): Promise<void> {
       `server stopped in ${(stopped.ms / 1000).toFixed(1)} s (exit ${stopped.code ?? stopped.signal})`,
     );
   }
+  // 4. The floor: the same light load alone and beside the same flood, against a server that
+  // does nothing but refuse the flood and parse light's events.
+  const floorPhases: Phase[] = [];
+  if (!flags['skip-floor'] && Number.isFinite(run.floodRate) && !crashed) {
+    const floor = await startFloor();
+    log(`floor server at ${floor.url} (pid ${floor.pid})`);
+    const floorRss = new RssSampler(floor.pid);
+    try {
+      await waitQuiet('floor, light alone', 0.15, 60);
+      const alone = await runLoads(floor, [spec('light', { url: floor.url, warmupS: WARMUP_S })]);
+      floorPhases.push({
+        name: 'floor: light, alone',
+        load: `open loop, ${int(LIGHT_RATE)} req/s, 1 event, ${DURATION_S} s`,
+        tenant: 'light',
+        result: alone.results[0]!,
+        rss: floorRss.between(alone.from, alone.to),
+      });
+      log(`[floor light alone] ${describe(floorPhases[0]!)}`);
+      await waitQuiet('floor, overload', 0.15, 60);
+      const over = await runLoads(floor, [
+        spec('flood', {
+          url: floor.url,
+          rate: run.floodRate,
+          connections: MAX_OUTSTANDING,
+          preconnect: Math.min(PRECONNECT, MAX_OUTSTANDING),
+        }),
+        spec('light', { url: floor.url }),
+      ]);
+      const overRss = floorRss.between(over.from, over.to);
+      floorPhases.push(
+        {
+          name: 'floor: flood, every request refused',
+          load: `open loop, ${int(run.floodRate)} req/s, ${BATCH}-event NDJSON, ${DURATION_S} s`,
+          tenant: 'flood',
+          result: over.results[0]!,
+          rss: overRss,
+        },
+        {
+          name: 'floor: light, during the flood',
+          load: `open loop, ${int(LIGHT_RATE)} req/s, 1 event, ${DURATION_S} s`,
+          tenant: 'light',
+          result: over.results[1]!,
+          rss: overRss,
+        },
+      );
+      cpuNotes.push(
+        `floor, light alone: server ${pct(alone.cpu.serverPct)} of a core; floor, overload: server ${pct(over.cpu.serverPct)} of a core, others ${pct(over.cpu.othersPct)}, listen-queue overflows ${int(over.overflows)}`,
+      );
+      log(`[floor flood] ${describe(floorPhases[1]!)}`);
+      log(`[floor light] ${describe(floorPhases[2]!)}`);
+    } finally {
+      floorRss.stop();
+      await floor.stop();
+    }
+  }
   const loadAfter = loadavg()[0]!;
 
   // ---- report
@@ -727,7 +826,7 @@ async function main(): Promise<void> {
     ]),
     '|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|',
   );
-  for (const p of phases) {
+  for (const p of [...phases, ...floorPhases]) {
     const r = p.result;
     const st = r.statuses;
     const other = Object.entries(st)
@@ -759,7 +858,7 @@ async function main(): Promise<void> {
     );
   }
   out.push('', 'Notes:', '');
-  for (const p of phases) {
+  for (const p of [...phases, ...floorPhases]) {
     const r = p.result;
     const errors = Object.entries(r.statuses).filter(([s]) => !/^\d+$/.test(s));
     out.push(
@@ -868,13 +967,25 @@ async function main(): Promise<void> {
     '',
     `Targets of issue 13 at 3× capacity (the flood was scheduled at ${(run.floodRate / run.capacity).toFixed(2)}× C; it sent ${flood ? (flood.result.sent / flood.result.measuredS / run.capacity).toFixed(2) : 'n/a'}× C, the rest being over --max-outstanding):`,
     '',
-    '| target | measured | verdict |',
-    '|---|---|---|',
+    '| target | measured | verdict | the floor, same flood (bench/floor-server.ts) |',
+    '|---|---|---|---|',
   );
+  // What the floor got against the same targets: a lower bound for any server on this machine.
+  const [floorAlone, floorFlood, floorLight] = floorPhases;
+  const floorCells: string[] = ['', '', '', ''].map(() => (floorPhases.length ? 'n/a' : 'not run'));
+  if (floorAlone && floorFlood && floorLight) {
+    const r = floorFlood.result.refused;
+    floorCells[0] = `light ${ms(floorLight.result.accepted.p99)} ms`;
+    floorCells[1] = `${int(r.n)} refused; max ${ms(r.max)} ms, p99 ${ms(r.p99)} ms; ${int(r.over)} over ${REFUSAL_MS} ms`;
+    floorCells[2] = `peak ${int(floorFlood.rss.peak)} MiB`;
+    const a = floorAlone.result.accepted.p99;
+    floorCells[3] = `${ms(floorLight.result.accepted.p99)} ms during the flood vs ${ms(a)} ms alone (${(floorLight.result.accepted.p99 / a).toFixed(2)}×)`;
+  }
   // The targets hold at 3× capacity: below it, a verdict would say nothing about them.
   const atThree = run.floodRate / run.capacity >= 2.99;
-  for (const [what, measured, ok] of targets)
-    out.push(row([what, measured, atThree ? verdict(ok) : 'not at 3× capacity']));
+  targets.forEach(([what, measured, ok], i) =>
+    out.push(row([what, measured, atThree ? verdict(ok) : 'not at 3× capacity', floorCells[i] ?? 'n/a'])),
+  );
   out.push('', `Benchmark took ${((performance.now() - started) / 60_000).toFixed(1)} min.`);
   process.stdout.write(out.join('\n') + '\n');
   process.exitCode = crashed ? 1 : 0;
