@@ -645,6 +645,27 @@ async function main(): Promise<void> {
   });
   /** What the phases found, filled in as they run. */
   const run = { capacity: NaN, floodRate: NaN, overloadFrom: 0, overloadTo: 0 };
+  /** The flood's and the light tenant's phases of one overload run, named `names`. */
+  const overloadPhases = (
+    names: [string, string],
+    results: LoadResult[],
+    rssOf: Phase['rss'],
+  ): [Phase, Phase] => [
+    {
+      name: names[0],
+      load: `open loop, ${int(run.floodRate)} req/s, ${BATCH}-event NDJSON, ${DURATION_S} s`,
+      tenant: 'flood',
+      result: results[0]!,
+      rss: rssOf,
+    },
+    {
+      name: names[1],
+      load: `open loop, ${int(LIGHT_RATE)} req/s, 1 event, ${DURATION_S} s`,
+      tenant: 'light',
+      result: results[1]!,
+      rss: rssOf,
+    },
+  ];
   let counted: Awaited<ReturnType<typeof counters>> | undefined;
   try {
     // 1. Capacity.
@@ -706,22 +727,12 @@ async function main(): Promise<void> {
     ]);
     run.overloadFrom = over.from;
     run.overloadTo = over.to;
-    const overRss = rss.between(over.from, over.to);
     phases.push(
-      {
-        name: `flood, ${(floodRate / run.capacity).toFixed(1)}× capacity`,
-        load: `open loop, ${int(floodRate)} req/s, ${BATCH}-event NDJSON, ${DURATION_S} s`,
-        tenant: 'flood',
-        result: over.results[0]!,
-        rss: overRss,
-      },
-      {
-        name: 'light, during the flood',
-        load: `open loop, ${int(LIGHT_RATE)} req/s, 1 event, ${DURATION_S} s`,
-        tenant: 'light',
-        result: over.results[1]!,
-        rss: overRss,
-      },
+      ...overloadPhases(
+        [`flood, ${(floodRate / run.capacity).toFixed(1)}× capacity`, 'light, during the flood'],
+        over.results,
+        rss.between(over.from, over.to),
+      ),
     );
     cpuNotes.push(
       `overload: server ${pct(over.cpu.serverPct)} of a core, others ${pct(over.cpu.othersPct)}, listen-queue overflows ${int(over.overflows)}`,
@@ -768,22 +779,12 @@ async function main(): Promise<void> {
         }),
         spec('light', { url: floor.url }),
       ]);
-      const overRss = floorRss.between(over.from, over.to);
       floorPhases.push(
-        {
-          name: 'floor: flood, every request refused',
-          load: `open loop, ${int(run.floodRate)} req/s, ${BATCH}-event NDJSON, ${DURATION_S} s`,
-          tenant: 'flood',
-          result: over.results[0]!,
-          rss: overRss,
-        },
-        {
-          name: 'floor: light, during the flood',
-          load: `open loop, ${int(LIGHT_RATE)} req/s, 1 event, ${DURATION_S} s`,
-          tenant: 'light',
-          result: over.results[1]!,
-          rss: overRss,
-        },
+        ...overloadPhases(
+          ['floor: flood, every request refused', 'floor: light, during the flood'],
+          over.results,
+          floorRss.between(over.from, over.to),
+        ),
       );
       cpuNotes.push(
         `floor, light alone: server ${pct(alone.cpu.serverPct)} of a core; floor, overload: server ${pct(over.cpu.serverPct)} of a core, others ${pct(over.cpu.othersPct)}, listen-queue overflows ${int(over.overflows)}`,
