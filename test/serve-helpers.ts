@@ -496,6 +496,9 @@ export interface Producer {
   name: string;
   pipeline: string;
   batches: Batch[];
+  /** Its tenant and the tenant's API key, when not the run's. */
+  tenant?: string;
+  key?: string;
 }
 
 /** The request id of a producer's batch `b` (for {@link deadFromLetters}). */
@@ -621,7 +624,7 @@ export async function ingestUnderKills(o: KillOptions): Promise<KillRun> {
             method: 'POST',
             headers: {
               ...batch.headers,
-              authorization: `Bearer ${o.key}`,
+              authorization: `Bearer ${producer.key ?? o.key}`,
               'idempotency-key': producerIdempotencyKey(o.run, producer.name, b),
               'x-request-id': requestId(b),
             },
@@ -741,8 +744,8 @@ export async function killRunResults(r: {
   const fromApi: { windows: Record<string, unknown>[]; letters: Letter[] }[] = [];
   for (const p of producers)
     fromApi.push({
-      windows: await allWindows(server, p.pipeline, key),
-      letters: await allDeadLetters(server, p.pipeline, key),
+      windows: await allWindows(server, p.pipeline, p.key ?? key),
+      letters: await allDeadLetters(server, p.pipeline, p.key ?? key),
     });
   const stopped = await server.stop();
   assert.deepEqual(stopped, { code: 0, signal: null }, server.output().slice(-3000));
@@ -754,9 +757,9 @@ export async function killRunResults(r: {
         batches: p.batches,
         answers: answers[i] as Answer[],
         windows: fromApi[i]!.windows,
-        largeSink: join(dir, 'store', 'outputs', tenant, p.pipeline, 'large.ndjson'),
+        largeSink: join(dir, 'store', 'outputs', p.tenant ?? tenant, p.pipeline, 'large.ndjson'),
       };
-      const rows = storedOf.all(`${tenant}/${p.pipeline}`) as { key: string; answer: string }[];
+      const rows = storedOf.all(`${p.tenant ?? tenant}/${p.pipeline}`) as { key: string; answer: string }[];
       return {
         fromAnswers: workloadResults(join(dir, 'actual', p.name, 'answers'), {
           ...common,

@@ -8,18 +8,18 @@ import type { Rec } from '../core/types.ts';
 import { Worker } from 'node:worker_threads';
 import { deserializeError } from '../core/protocol.ts';
 import { SluiceError } from '../errors.ts';
-import type { ServiceConfig } from '../service/config.ts';
 import { Lanes } from './lanes.ts';
 import {
-  runtimeConfig,
   type Answer,
   type Call,
   type CallName,
   type Calls,
   type FromRuntime,
   type Processed,
+  type RuntimeConfig,
   type RuntimeState,
   type RuntimeWorkerData,
+  type Shard,
   type ToRuntime,
   type WireBody,
 } from './protocol.ts';
@@ -63,10 +63,18 @@ export class RuntimeClient {
     this.#worker = worker;
   }
 
-  /** Starts the pipeline thread; resolves once its pipelines are restored and it takes calls. */
-  static start(config: ServiceConfig, logLevel: string, events: ClientEvents): Promise<RuntimeClient> {
+  /**
+   * Starts a pipeline thread for the tenants in `config` (pool.ts chooses them); resolves once its
+   * pipelines are restored and it takes calls.
+   */
+  static start(
+    config: RuntimeConfig,
+    logLevel: string,
+    events: ClientEvents,
+    shard: Shard = { index: 0, count: 1 },
+  ): Promise<RuntimeClient> {
     const worker = new Worker(new URL('./pipeline-thread.js', import.meta.url), {
-      workerData: { config: runtimeConfig(config), logLevel } satisfies RuntimeWorkerData,
+      workerData: { config, logLevel, shard } satisfies RuntimeWorkerData,
     });
     const client = new RuntimeClient(worker);
     return new Promise((resolve, reject) => {

@@ -16,7 +16,7 @@ import type { Metrics } from '../service/metrics.ts';
 import type { Rec } from '../core/types.ts';
 import { PipelineRuntime, type PipelineSpec, type RuntimeContext } from '../service/runtime.ts';
 import { openDatabase } from '../service/store.ts';
-import type { RuntimeConfig, RuntimeState, WireBody } from './protocol.ts';
+import type { RuntimeConfig, RuntimeState, Shard, WireBody } from './protocol.ts';
 
 /** Log a checkpoint early when this much log has built up since the last one. */
 const CHECKPOINT_LOG_BYTES = 64 * 1024 * 1024;
@@ -54,6 +54,7 @@ export class EmbeddedRuntime {
     log: Logger,
     metrics: Metrics,
     private readonly events: RuntimeEvents,
+    private readonly shard: Shard,
   ) {
     this.#config = config;
     this.log = log;
@@ -65,8 +66,9 @@ export class EmbeddedRuntime {
     log: Logger,
     metrics: Metrics,
     events: RuntimeEvents,
+    shard: Shard = { index: 0, count: 1 },
   ): Promise<EmbeddedRuntime> {
-    const runtime = new EmbeddedRuntime(config, log, metrics, events);
+    const runtime = new EmbeddedRuntime(config, log, metrics, events, shard);
     await runtime.#start();
     return runtime;
   }
@@ -74,12 +76,17 @@ export class EmbeddedRuntime {
   async #start(): Promise<void> {
     const config = this.#config;
     try {
-      this.#committer = await Committer.start(config.store.path, {
-        onCommit: (ms, requests) => {
-          this.metrics.commits.observe(ms / 1000);
-          this.metrics.commitRequests.inc(requests);
+      this.#committer = await Committer.start(
+        config.store.path,
+        {
+          onCommit: (ms, requests) => {
+            this.metrics.commits.observe(ms / 1000);
+            this.metrics.commitRequests.inc(requests);
+          },
         },
-      });
+        this.shard.index === 0,
+        this.shard.turns,
+      );
     } catch (err) {
       if (err instanceof SluiceError && err.code === 'SLUICE_ERR_STORE_LOCKED') throw err;
       throw new SluiceError(
@@ -105,7 +112,13 @@ export class EmbeddedRuntime {
       metrics: this.metrics,
       log: this.log,
       outputsDir: config.outputsDir,
-      nextSeq: () => ++this.#seq,
+      nextSeq: () => {
+        // The next position of this thread's residue (see Shard): one more with one thread.
+        const { index, count } = this.shard;
+        const next = this.#seq + 1;
+        this.#seq = next + ((((index - next) % count) + count) % count);
+        return this.#seq;
+      },
       maxBodyBytes: config.limits.bodyBytes,
       broken: (runtime, err) =>
         void this.#recoverAll(

@@ -22,7 +22,7 @@ import type {
 } from './protocol.ts';
 
 const port = parentPort!;
-const { config, logLevel } = workerData as RuntimeWorkerData;
+const { config, logLevel, shard } = workerData as RuntimeWorkerData;
 const log = pino({ level: logLevel, base: { service: 'sluice' } });
 // Counters of what the pipelines did; the HTTP thread adds them to its own on /metrics.
 const metrics = createMetrics({ defaults: false });
@@ -72,15 +72,21 @@ function asSluice(err: unknown): SluiceError {
 
 let runtime: EmbeddedRuntime;
 try {
-  runtime = await EmbeddedRuntime.start(config, log, metrics, {
-    state: (state) => post({ t: 'state', state }),
-    fatal: (err) => post({ t: 'fatal', error: serializeError(asSluice(err)) }),
-    // With the answers of the same turn, not ahead of them: a tap is a sample, not a signal.
-    tapped: (pipeline, taps) => {
-      flushSoon();
-      pendingTaps.push({ t: 'tap', pipeline, taps });
+  runtime = await EmbeddedRuntime.start(
+    config,
+    log,
+    metrics,
+    {
+      state: (state) => post({ t: 'state', state }),
+      fatal: (err) => post({ t: 'fatal', error: serializeError(asSluice(err)) }),
+      // With the answers of the same turn, not ahead of them: a tap is a sample, not a signal.
+      tapped: (pipeline, taps) => {
+        flushSoon();
+        pendingTaps.push({ t: 'tap', pipeline, taps });
+      },
     },
-  });
+    shard,
+  );
 } catch (err) {
   post({ t: 'start-failed', error: serializeError(asSluice(err)) });
   process.exit(1);

@@ -84,7 +84,20 @@ export type FromRuntime =
   /** The thread cannot go on (its state could not be rebuilt): the service must stop. */
   | { t: 'fatal'; error: SerializedError };
 
+/**
+ * Which of the pipeline threads this is: thread `index` of `count` takes log positions `seq` with
+ * `seq % count === index`, so threads writing one store never take the same one; thread 0 holds
+ * the store's lock for them all (store-lock.ts).
+ */
+export interface Shard {
+  index: number;
+  count: number;
+  /** With several threads: their turns to write, [next ticket, now serving] (store-writer.ts). */
+  turns?: Int32Array;
+}
+
 export interface RuntimeWorkerData {
   config: RuntimeConfig;
   logLevel: string;
+  shard: Shard;
 }

@@ -42,9 +42,18 @@ export class Committer {
     this.#writer = writer;
   }
 
-  /** Opens (and if needed creates) the store and takes its lock; SLUICE_ERR_STORE_LOCKED if held. */
-  static async start(path: string, stats: CommitStats = {}): Promise<Committer> {
-    const committer = new Committer(openStoreWriter(path), stats);
+  /**
+   * Opens (and if needed creates) the store and, with `lock`, takes its lock: SLUICE_ERR_STORE_LOCKED
+   * if held. Pipeline threads after the first write under the first one's lock, each commit in its
+   * turn among them (`turns`, store-writer.ts).
+   */
+  static async start(
+    path: string,
+    stats: CommitStats = {},
+    lock = true,
+    turns?: Int32Array,
+  ): Promise<Committer> {
+    const committer = new Committer(openStoreWriter(path, lock, turns), stats);
     await committer.commit(() => {});
     return committer;
   }

@@ -75,6 +75,8 @@ export interface ServiceConfig {
     loopDelayMs: number;
   };
   checkpointIntervalMs: number;
+  /** Embedded runtime: threads running the pipelines, each tenant on one (default: per core, at most per tenant). */
+  pipelineThreads?: number;
   /** How long an Idempotency-Key's answer is kept. */
   idempotencyRetentionMs: number;
   deliveryIntervalMs: number;
@@ -101,6 +103,13 @@ export const serviceSchema = {
         'Where requests are logged and processed: `embedded` (one process, SQLite) or `cluster` (NATS JetStream, PostgreSQL, Redis; docs/architecture.md).',
       properties: {
         type: { enum: ['embedded', 'cluster'], default: 'embedded' },
+        pipeline_threads: {
+          type: 'integer',
+          minimum: 1,
+          maximum: 64,
+          description:
+            'Embedded runtime: threads that run the pipelines, each tenant on exactly one of them (default: one per core, at most one per tenant).',
+        },
         instance: {
           type: 'string',
           minLength: 1,
@@ -356,6 +365,7 @@ function validate(): ReturnType<Ajv2020['compile']> {
 interface RawService {
   runtime?: {
     type?: 'embedded' | 'cluster';
+    pipeline_threads?: number;
     instance?: string;
     nats?: { url?: string; stream?: string; duplicate_window?: string | number; max_bytes?: number };
     postgres?: { url?: string };
@@ -509,6 +519,7 @@ function resolveService(raw: RawService, file: string | undefined, base: string)
       loopDelayMs: durationAt(raw.limits?.loop_delay, '0s', where, 'limits.loop_delay', true),
     },
     checkpointIntervalMs: durationAt(raw.checkpoint?.interval, '10s', where, 'checkpoint.interval'),
+    ...(raw.runtime?.pipeline_threads !== undefined && { pipelineThreads: raw.runtime.pipeline_threads }),
     idempotencyRetentionMs: durationAt(raw.idempotency?.retention, '24h', where, 'idempotency.retention'),
     deliveryIntervalMs: durationAt(raw.sinks?.interval, '200ms', where, 'sinks.interval'),
     shutdownTimeoutMs: durationAt(raw.shutdown_timeout, '9s', where, 'shutdown_timeout'),
@@ -518,7 +529,7 @@ function resolveService(raw: RawService, file: string | undefined, base: string)
 
 function runtimeOf(raw: RawService['runtime'], where: string): ServiceConfig['runtime'] {
   if ((raw?.type ?? 'embedded') === 'embedded') {
-    const extra = Object.keys(raw ?? {}).filter((k) => k !== 'type');
+    const extra = Object.keys(raw ?? {}).filter((k) => k !== 'type' && k !== 'pipeline_threads');
     if (extra.length > 0)
       throw new SluiceError(
         'SLUICE_ERR_CONFIG_INVALID',
@@ -531,6 +542,15 @@ function runtimeOf(raw: RawService['runtime'], where: string): ServiceConfig['ru
     return { type: 'embedded' };
   }
   const r = raw!;
+  if (r.pipeline_threads !== undefined)
+    throw new SluiceError(
+      'SLUICE_ERR_CONFIG_INVALID',
+      'runtime.pipeline_threads applies to the embedded runtime only, and runtime.type is cluster',
+      {
+        hint: 'Remove runtime.pipeline_threads: a cluster spreads pipelines over its instances.',
+        location: { file: where, path: 'runtime.pipeline_threads' },
+      },
+    );
   return {
     type: 'cluster',
     instance: r.instance ?? `${hostname()}-${process.pid}`,
@@ -630,6 +650,7 @@ export function restartOnly(running: ServiceConfig, next: ServiceConfig): string
   if (running.checkpointIntervalMs !== next.checkpointIntervalMs) changed.push('checkpoint.interval');
   if (running.deliveryIntervalMs !== next.deliveryIntervalMs) changed.push('sinks.interval');
   if (running.shutdownTimeoutMs !== next.shutdownTimeoutMs) changed.push('shutdown_timeout');
+  if (running.pipelineThreads !== next.pipelineThreads) changed.push('runtime.pipeline_threads');
   return changed;
 }
 

@@ -12,7 +12,7 @@ import { AggregatorRegistry } from 'prom-client';
 import type { ResolvedPipeline } from '../core/config.ts';
 import type { Rec, WindowedOutput } from '../core/types.ts';
 import { SluiceError } from '../errors.ts';
-import { RuntimeClient } from '../runtime/client.ts';
+import { RuntimePool } from '../runtime/pool.ts';
 import { runtimeConfig, type RuntimeState, type WireBody } from '../runtime/protocol.ts';
 import type { BodyFormat } from '../sources/http/index.ts';
 import { Admission } from './admission.ts';
@@ -55,7 +55,7 @@ class EmbeddedPipeline implements PipelineHandle {
   readonly #lastStep: string | undefined;
 
   constructor(
-    private readonly client: RuntimeClient,
+    private readonly client: RuntimePool,
     private readonly answerOf: Database.Statement,
     private readonly taps: TapHub,
     tenant: string,
@@ -125,7 +125,7 @@ export class Service implements ServiceHandle {
   readonly metrics: Metrics;
   config: ServiceConfig;
   #app!: FastifyInstance;
-  #client!: RuntimeClient;
+  #client!: RuntimePool;
   /** `sluice tap` watchers; tells the pipeline thread which steps to copy. */
   readonly #taps = new TapHub((pipeline, steps) => this.#client.call('tap', pipeline, steps));
   #db!: Database.Database;
@@ -159,7 +159,7 @@ export class Service implements ServiceHandle {
 
   async #start(): Promise<void> {
     const { config } = this;
-    this.#client = await RuntimeClient.start(config, this.logLevel, {
+    this.#client = await RuntimePool.start(config, this.logLevel, {
       state: (state: RuntimeState) => {
         if (this.#state === 'ready' || this.#state === 'recovering') this.#state = state;
       },
@@ -170,6 +170,10 @@ export class Service implements ServiceHandle {
         void this.shutdown();
       },
     });
+    this.log.info(
+      { threads: this.#client.threads, tenants: this.#client.owners },
+      'pipeline threads started',
+    );
     this.#db = openDatabase(Database, config.store.path, true);
     this.#answerOf = this.#db.prepare('SELECT answer FROM requests WHERE pipeline = ? AND key = ?');
     this.#install(config, this.#openTenants(config, undefined));
@@ -254,7 +258,7 @@ export class Service implements ServiceHandle {
 
   async metricsText(): Promise<string> {
     // The pipeline thread counts what the pipelines did; this thread, requests and the process.
-    const threads = [await this.metrics.registry.getMetricsAsJSON(), await this.#client.call('metrics')];
+    const threads = [await this.metrics.registry.getMetricsAsJSON(), ...(await this.#client.metrics())];
     return AggregatorRegistry.aggregate(
       threads as Parameters<typeof AggregatorRegistry.aggregate>[0],
     ).metrics();

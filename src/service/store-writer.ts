@@ -3,6 +3,7 @@
  * returning only once SQLite has made it durable. It runs in the thread that owns the committer
  * (committer.ts says why not in a thread of its own).
  */
+import { performance } from 'node:perf_hooks';
 import { Worker } from 'node:worker_threads';
 import Database from 'better-sqlite3';
 import { lockStore } from './store-lock.ts';
@@ -17,9 +18,42 @@ export interface StoreWriter {
   close(): Promise<void>;
 }
 
-export function openStoreWriter(path: string): StoreWriter {
+/** How long a writer waits for its turn before its commit fails (as SQLite's busy_timeout). */
+const TURN_WAIT_MS = 5000;
+
+/**
+ * Takes the next turn to write among the threads sharing `turns` ([next ticket, now serving]), in
+ * the order they asked: a ticket lock. SQLite's own wait for its write lock polls with growing
+ * sleeps (1, 2, 5, 10, 15, 20 ms ...) and serves no order, so a tenant's thread committing now and
+ * then could keep missing the gaps between another thread's back-to-back commits: 20-50 ms for a
+ * commit of one event. Here it waits for the transaction in progress, at most.
+ */
+function takeTurn(turns: Int32Array): void {
+  const ticket = Atomics.add(turns, 0, 1);
+  const until = performance.now() + TURN_WAIT_MS;
+  for (;;) {
+    const serving = Atomics.load(turns, 1);
+    if (serving === ticket) return;
+    const left = until - performance.now();
+    if (left <= 0) throw new Error(`another pipeline thread held the store for over ${TURN_WAIT_MS} ms`);
+    Atomics.wait(turns, 1, serving, left);
+  }
+}
+
+function endTurn(turns: Int32Array): void {
+  Atomics.add(turns, 1, 1);
+  Atomics.notify(turns, 1);
+}
+
+/**
+ * Opens the store's writer. Several pipeline threads each open one (`locked` in the first only,
+ * which takes the store's lock and runs the WAL thread for all) and take turns through `turns`, a
+ * shared [next ticket, now serving] (pool.ts makes it); each transaction also begins IMMEDIATE, so
+ * that SQLite never has to upgrade a reader to a writer mid-transaction.
+ */
+export function openStoreWriter(path: string, locked = true, turns?: Int32Array): StoreWriter {
   // Before anything is written: a second service on this store stops here (SLUICE_ERR_STORE_LOCKED).
-  const lock = lockStore(Database, path);
+  const lock = locked ? lockStore(Database, path) : { path, release: () => {} };
   let db: Database.Database;
   try {
     db = openDatabase(Database, path, false);
@@ -29,13 +63,15 @@ export function openStoreWriter(path: string): StoreWriter {
   }
   // The copying is wal-thread.ts's; this commit-time threshold only bounds the WAL file (16 MiB).
   db.pragma('wal_autocheckpoint = 4096');
-  const walThread = new Worker(new URL('./wal-thread.js', import.meta.url), { workerData: { path } });
-  walThread.unref();
+  const walThread = locked
+    ? new Worker(new URL('./wal-thread.js', import.meta.url), { workerData: { path } })
+    : undefined;
+  walThread?.unref();
   // The WAL thread only saves commits some work: if it fails, SQLite's own auto-checkpoint above
   // still keeps the WAL bounded, so its failure must not take the writer down.
-  let walThreadGone = false;
-  walThread.on('error', () => {});
-  walThread.on('exit', () => (walThreadGone = true));
+  let walThreadGone = walThread === undefined;
+  walThread?.on('error', () => {});
+  walThread?.on('exit', () => (walThreadGone = true));
 
   const st = {
     log: db.prepare(
@@ -105,12 +141,20 @@ export function openStoreWriter(path: string): StoreWriter {
 
   return {
     apply(ops) {
-      transaction(ops);
+      if (!turns) transaction.immediate(ops);
+      else {
+        takeTurn(turns);
+        try {
+          transaction.immediate(ops);
+        } finally {
+          endTurn(turns);
+        }
+      }
       // Only now is the checkpoint durable, and the log it covers free to go.
       for (const r of ops.trimLog) toTrim.set(r.pipeline, Math.max(r.seq, toTrim.get(r.pipeline) ?? 0));
     },
     async close() {
-      if (!walThreadGone) {
+      if (walThread && !walThreadGone) {
         const closed = new Promise<void>((resolve) => {
           walThread.once('message', () => resolve());
           walThread.once('exit', () => resolve());
