@@ -15,6 +15,7 @@ import Database from 'better-sqlite3';
 import { prng } from '../dist/cli/demo.js';
 import { assertSameResults, batchResults, PAYMENTS, sampleInput, tempDir } from './helpers.ts';
 import {
+  allWindows,
   ingestUnderKills,
   killRunResults,
   ndjsonBatches,
@@ -22,6 +23,7 @@ import {
   readLines,
   singleEventRequests,
   startServer,
+  waitForLog,
   writeServiceConfig,
   type Answer,
   type Producer,
@@ -172,4 +174,61 @@ describe('sluice serve with a pipeline thread per tenant', () => {
       }
     },
   );
+  it('keeps a tenant on its thread when reloads remove it and add it back, with its state', async () => {
+    const hupDir = tempDir('sluice-serve-threads-hup-');
+    const keys = {
+      acme: 'sk_threads_hup_acme',
+      globex: 'sk_threads_hup_globex',
+      hooli: 'sk_threads_hup_hooli',
+      initech: 'sk_threads_hup_initech',
+    };
+    const tenant = (id: keyof typeof keys) => ({
+      [id]: { keys: [keys[id]], pipelines: { payments: PAYMENTS } },
+    });
+    const extra = { runtime: { pipeline_threads: 2 }, checkpoint: { interval: '200ms' } };
+    const config = writeServiceConfig(hupDir, { ...tenant('acme'), ...tenant('globex') }, extra);
+    const server = await startServer(config);
+    started.push(server);
+    const post = async (id: keyof typeof keys, seed: number): Promise<number> => {
+      const res = await fetch(`${server.url}/v1/pipelines/payments/events`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${keys[id]}`, 'content-type': 'application/x-ndjson' },
+        body: readFileSync(sampleInput(300, seed)),
+      });
+      assert.equal(res.status, 202, await res.clone().text());
+      return ((await res.json()) as { accepted: number }).accepted;
+    };
+    const start = JSON.parse((await waitForLog(server, /"msg":"pipeline threads started"/, 1))[0]!) as {
+      tenants: Record<string, number>;
+    };
+    const globexThread = start.tenants.globex!;
+    let accepted = await post('globex', 51);
+    // Without globex, two new tenants: one on each thread. Then globex back, beside hooli only:
+    // by count it would go to the other thread; it must come back to its own.
+    writeServiceConfig(hupDir, { ...tenant('acme'), ...tenant('hooli'), ...tenant('initech') }, extra);
+    server.proc.kill('SIGHUP');
+    await waitForLog(server, /"msg":"config reloaded"/, 1, /reload refused/);
+    await post('hooli', 52);
+    writeServiceConfig(hupDir, { ...tenant('hooli'), ...tenant('globex') }, extra);
+    server.proc.kill('SIGHUP');
+    await waitForLog(server, /"msg":"config reloaded"/, 2, /reload refused/);
+    accepted += await post('globex', 53);
+
+    const windows = await allWindows(server, 'payments', keys.globex);
+    const counted = windows.reduce((n, w) => n + (w.count as number), 0);
+    assert.equal(counted, accepted, "globex's windows hold the events of both its lives");
+    const db = new Database(join(hupDir, 'store', 'sluice.db'), { readonly: true });
+    const seqs = db
+      .prepare(
+        "SELECT seq FROM log WHERE pipeline = 'globex/payments' UNION ALL SELECT seq FROM checkpoints WHERE pipeline = 'globex/payments'",
+      )
+      .all() as { seq: number }[];
+    db.close();
+    assert.ok(seqs.length > 0, 'globex has log or checkpoint positions');
+    assert.deepEqual(
+      [...new Set(seqs.map((r) => r.seq % 2))],
+      [globexThread],
+      "every log position of globex is its first thread's",
+    );
+  });
 });

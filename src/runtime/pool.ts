@@ -34,7 +34,12 @@ export function threadCount(config: ServiceConfig): number {
 
 export class RuntimePool {
   readonly #clients: RuntimeClient[] = [];
-  /** Tenant → index of its thread. */
+  /**
+   * Tenant → index of its thread; never forgotten while the service runs, so that a tenant a reload
+   * removed and a later one adds again comes back to the same thread. On another, its log
+   * positions could go below those its first thread wrote, and recovery reads the log in position
+   * order after the checkpoint's: events would be replayed out of order, or skipped.
+   */
   readonly #owner = new Map<string, number>();
   readonly #states: RuntimeState[];
   #state: RuntimeState = 'ready';
@@ -74,7 +79,7 @@ export class RuntimePool {
     return this.#states.length;
   }
 
-  /** Which thread owns each tenant. */
+  /** Which thread owns each tenant (and owned each removed since the start). */
   get owners(): Record<string, number> {
     return Object.fromEntries(this.#owner);
   }
@@ -122,8 +127,8 @@ export class RuntimePool {
   }
 
   /**
-   * New tenants go to the threads with the fewest; every thread swaps its own. A thread that refuses
-   * its part leaves the others swapped: the error says so.
+   * Tenants never seen go to the threads with the fewest tenants; every thread swaps its own. A
+   * thread that refuses its part leaves the others swapped: the error says so.
    */
   async #reload(config: RuntimeConfig): Promise<Calls['reload']['value']> {
     const counts = new Array<number>(this.#clients.length).fill(0);
@@ -131,17 +136,12 @@ export class RuntimePool {
       const i = this.#owner.get(t.id);
       if (i !== undefined) counts[i]!++;
     }
-    const owner = new Map<string, number>();
-    for (const t of config.tenants) {
-      let i = this.#owner.get(t.id);
-      if (i === undefined) {
-        i = counts.indexOf(Math.min(...counts));
+    for (const t of config.tenants)
+      if (!this.#owner.has(t.id)) {
+        const i = counts.indexOf(Math.min(...counts));
         counts[i]!++;
+        this.#owner.set(t.id, i);
       }
-      owner.set(t.id, i);
-    }
-    this.#owner.clear();
-    for (const [t, i] of owner) this.#owner.set(t, i);
     const results = await Promise.allSettled(
       this.#clients.map((c, i) => c.call('reload', this.#configOf(config, i))),
     );
