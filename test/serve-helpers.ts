@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { gzipSync } from 'node:zlib';
 import Database from 'better-sqlite3';
-import { BIN, PAYMENTS, ROOT } from './helpers.ts';
+import { assertSameResults, BIN, PAYMENTS, ROOT } from './helpers.ts';
 
 export const sha256Hex = (key: string): string => createHash('sha256').update(key).digest('hex');
 
@@ -774,5 +774,52 @@ export async function killRunResults(r: {
     });
   } finally {
     db.close();
+  }
+}
+
+/** The events counted in a result directory's windows. */
+function windowCount(resultDir: string): number {
+  return readFileSync(join(resultDir, 'windows.ndjson'), 'utf8')
+    .split('\n')
+    .filter((l) => l !== '')
+    .reduce((n, l) => n + (JSON.parse(l) as { count: number }).count, 0);
+}
+
+/**
+ * After a kill run: for each producer, every answer accounts for every record of its batch, the
+ * events accepted in the answers are the events in the windows, the results equal `sluice run` of
+ * its input (`references`, by producer) with the dead letters from the answers and from the API,
+ * and the store keeps exactly one answer per acknowledged request, the one the producer got.
+ */
+export function assertKillRunExact(
+  producers: Producer[],
+  answers: unknown[][],
+  results: ProducerResults[],
+  references: string[],
+  run: string,
+): void {
+  for (const [i, p] of producers.entries()) {
+    const mine = answers[i] as Answer[];
+    for (const [b, batch] of p.batches.entries()) {
+      const a = mine[b]!;
+      assert.equal(a.accepted + a.duplicates + rejectedRecords(a), batch.count, `${p.name} batch ${b}`);
+    }
+    const accepted = mine.reduce((n, a) => n + a.accepted, 0);
+    assert.equal(windowCount(results[i]!.fromAnswers), accepted, `${p.name}: events in the windows`);
+    assertSameResults(
+      references[i]!,
+      results[i]!.fromAnswers,
+      `${p.name}, with the dead letters from the answers`,
+    );
+    assertSameResults(
+      references[i]!,
+      results[i]!.fromLetters,
+      `${p.name}, with the dead letters from the API`,
+    );
+    assert.deepEqual(
+      results[i]!.stored,
+      new Map(mine.map((a, b) => [producerIdempotencyKey(run, p.name, b), a])),
+      `${p.name}: the answers in the store`,
+    );
   }
 }

@@ -15,24 +15,20 @@
  * bench/crash.ts runs the same with many more kills.
  */
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { prng } from '../dist/cli/demo.js';
-import { assertSameResults, batchResults, PAYMENTS, sampleInput, tempDir } from './helpers.ts';
+import { batchResults, PAYMENTS, sampleInput, tempDir } from './helpers.ts';
 import {
+  assertKillRunExact,
   ingestUnderKills,
   killRunResults,
   ndjsonBatches,
-  producerIdempotencyKey,
   readLines,
   singleEventRequests,
   startServer,
   writeServiceConfig,
-  type Answer,
   type Producer,
   type Server,
-  rejectedRecords,
 } from './serve-helpers.ts';
 
 const KEY = 'sk_kill_mixed_test';
@@ -46,13 +42,6 @@ const INPUTS = [
   ['ndjson-a', 10_000, 33],
   ['ndjson-b', 10_000, 34],
 ] as const;
-
-/** The events counted in a result directory's windows. */
-const windowCount = (resultDir: string): number =>
-  readFileSync(join(resultDir, 'windows.ndjson'), 'utf8')
-    .split('\n')
-    .filter((l) => l !== '')
-    .reduce((n, l) => n + (JSON.parse(l) as { count: number }).count, 0);
 
 describe('sluice serve under SIGKILL with concurrent single-event and NDJSON producers', () => {
   const dir = tempDir('sluice-serve-kill-mixed-');
@@ -132,32 +121,7 @@ describe('sluice serve under SIGKILL with concurrent single-event and NDJSON pro
         producers,
         answers: run.answers,
       });
-      for (const [i, p] of producers.entries()) {
-        const answers = run.answers[i] as Answer[];
-        for (const [b, batch] of p.batches.entries()) {
-          const a = answers[b]!;
-          assert.equal(a.accepted + a.duplicates + rejectedRecords(a), batch.count, `${p.name} batch ${b}`);
-        }
-        const accepted = answers.reduce((n, a) => n + a.accepted, 0);
-        assert.equal(windowCount(results[i]!.fromAnswers), accepted, `${p.name}: events in the windows`);
-        const reference = references[i]!;
-        assertSameResults(
-          reference,
-          results[i]!.fromAnswers,
-          `${p.name}, with the dead letters from the answers`,
-        );
-        assertSameResults(
-          reference,
-          results[i]!.fromLetters,
-          `${p.name}, with the dead letters from the API`,
-        );
-        // One stored answer per acknowledged request, the one the producer got.
-        assert.deepEqual(
-          results[i]!.stored,
-          new Map(answers.map((a, b) => [producerIdempotencyKey(runId, p.name, b), a])),
-          `${p.name}: the answers in the store`,
-        );
-      }
+      assertKillRunExact(producers, run.answers, results, references, runId);
     },
   );
 });

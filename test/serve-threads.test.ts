@@ -13,22 +13,20 @@ import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import Database from 'better-sqlite3';
 import { prng } from '../dist/cli/demo.js';
-import { assertSameResults, batchResults, PAYMENTS, sampleInput, tempDir } from './helpers.ts';
+import { batchResults, PAYMENTS, sampleInput, tempDir } from './helpers.ts';
 import {
   allWindows,
+  assertKillRunExact,
   ingestUnderKills,
   killRunResults,
   ndjsonBatches,
-  producerIdempotencyKey,
   readLines,
   singleEventRequests,
   startServer,
   waitForLog,
   writeServiceConfig,
-  type Answer,
   type Producer,
   type Server,
-  rejectedRecords,
 } from './serve-helpers.ts';
 
 const KEYS = { acme: 'sk_threads_test_acme', globex: 'sk_threads_test_globex' } as const;
@@ -42,12 +40,6 @@ const INPUTS = [
   ['single-b', 'globex', 600, 43],
   ['ndjson-b', 'globex', 6_000, 44],
 ] as const;
-
-const windowCount = (resultDir: string): number =>
-  readFileSync(join(resultDir, 'windows.ndjson'), 'utf8')
-    .split('\n')
-    .filter((l) => l !== '')
-    .reduce((n, l) => n + (JSON.parse(l) as { count: number }).count, 0);
 
 describe('sluice serve with a pipeline thread per tenant', () => {
   const dir = tempDir('sluice-serve-threads-');
@@ -152,26 +144,7 @@ describe('sluice serve with a pipeline thread per tenant', () => {
         producers,
         answers: run.answers,
       });
-      for (const [i, p] of producers.entries()) {
-        const answers = run.answers[i] as Answer[];
-        for (const [b, batch] of p.batches.entries()) {
-          const a = answers[b]!;
-          assert.equal(a.accepted + a.duplicates + rejectedRecords(a), batch.count, `${p.name} batch ${b}`);
-        }
-        const accepted = answers.reduce((n, a) => n + a.accepted, 0);
-        assert.equal(windowCount(results[i]!.fromAnswers), accepted, `${p.name}: events in the windows`);
-        assertSameResults(
-          references[i]!,
-          results[i]!.fromAnswers,
-          `${p.name}, dead letters from the answers`,
-        );
-        assertSameResults(references[i]!, results[i]!.fromLetters, `${p.name}, dead letters from the API`);
-        assert.deepEqual(
-          results[i]!.stored,
-          new Map(answers.map((a, b) => [producerIdempotencyKey(runId, p.name, b), a])),
-          `${p.name}: the answers in the store`,
-        );
-      }
+      assertKillRunExact(producers, run.answers, results, references, runId);
     },
   );
   it('keeps a tenant on its thread when reloads remove it and add it back, with its state', async () => {
