@@ -57,7 +57,7 @@ export class RuntimePool {
     const pool = new RuntimePool(count, events);
     config.tenants.forEach((t, i) => pool.#owner.set(t.id, i % count));
     const full = runtimeConfig(config);
-    const turns = count > 1 ? new Int32Array(new SharedArrayBuffer(8)) : undefined;
+    const turns = count > 1 ? new Int32Array(new SharedArrayBuffer(4)) : undefined;
     const start = (index: number): Promise<RuntimeClient> =>
       RuntimeClient.start(pool.#configOf(full, index), logLevel, pool.#eventsOf(index), {
         index,

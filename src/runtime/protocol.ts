@@ -92,7 +92,7 @@ export type FromRuntime =
 export interface Shard {
   index: number;
   count: number;
-  /** With several threads: their turns to write, [next ticket, now serving] (store-writer.ts). */
+  /** With several threads: whose turn it is to write (store-writer.ts), in shared memory. */
   turns?: Int32Array;
 }
 

@@ -22,33 +22,32 @@ export interface StoreWriter {
 const TURN_WAIT_MS = 5000;
 
 /**
- * Takes the next turn to write among the threads sharing `turns` ([next ticket, now serving]), in
- * the order they asked: a ticket lock. SQLite's own wait for its write lock polls with growing
- * sleeps (1, 2, 5, 10, 15, 20 ms ...) and serves no order, so a tenant's thread committing now and
- * then could keep missing the gaps between another thread's back-to-back commits: 20-50 ms for a
- * commit of one event. Here it waits for the transaction in progress, at most.
+ * Takes the store's write turn among the threads sharing `turns` (one Int32: 1 while a thread
+ * writes), waiting in Atomics.wait; the thread that ends its turn wakes a waiter at once. SQLite's
+ * own wait for its write lock polls with growing sleeps (1, 2, 5, 10, 15, 20 ms ...), so a tenant's
+ * thread committing now and then could keep missing the gaps between another thread's
+ * back-to-back commits: 20-50 ms for a commit of one event. Woken when the turn ends, it waits for
+ * the transaction in progress; the other thread goes back to its calls before its next commit.
+ * A plain lock, not a ticket lock: a waiter that gives up after TURN_WAIT_MS leaves nothing held.
  */
 function takeTurn(turns: Int32Array): void {
-  const ticket = Atomics.add(turns, 0, 1);
   const until = performance.now() + TURN_WAIT_MS;
-  for (;;) {
-    const serving = Atomics.load(turns, 1);
-    if (serving === ticket) return;
+  while (Atomics.compareExchange(turns, 0, 0, 1) !== 0) {
     const left = until - performance.now();
     if (left <= 0) throw new Error(`another pipeline thread held the store for over ${TURN_WAIT_MS} ms`);
-    Atomics.wait(turns, 1, serving, left);
+    Atomics.wait(turns, 0, 1, left);
   }
 }
 
 function endTurn(turns: Int32Array): void {
-  Atomics.add(turns, 1, 1);
-  Atomics.notify(turns, 1);
+  Atomics.store(turns, 0, 0);
+  Atomics.notify(turns, 0, 1);
 }
 
 /**
  * Opens the store's writer. Several pipeline threads each open one (`locked` in the first only,
- * which takes the store's lock and runs the WAL thread for all) and take turns through `turns`, a
- * shared [next ticket, now serving] (pool.ts makes it); each transaction also begins IMMEDIATE, so
+ * which takes the store's lock and runs the WAL thread for all) and take turns through `turns`, in
+ * shared memory (pool.ts makes it); each transaction also begins IMMEDIATE, so
  * that SQLite never has to upgrade a reader to a writer mid-transaction.
  */
 export function openStoreWriter(path: string, locked = true, turns?: Int32Array): StoreWriter {
