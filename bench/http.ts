@@ -68,7 +68,9 @@ import {
   processCpuS,
   row,
   rssMiB,
+  startBare,
   waitQuiet,
+  type RunningServer,
 } from './measure.ts';
 
 const ROOT = resolve(fileURLToPath(new URL('..', import.meta.url)));
@@ -232,15 +234,6 @@ function bundleChildren(): { dir: string; bare: string; openLoop: string } {
 
 // ---- servers
 
-interface RunningServer {
-  url: string;
-  pid: number;
-  /** Stops the server; resolves with its exit status and how long it took. */
-  stop(): Promise<{ code: number | null; signal: NodeJS.Signals | null; ms: number }>;
-  /** The server's last output lines, for a crash report. */
-  tail(): string;
-}
-
 /** `cpus`: a taskset CPU list to pin the server to (taskset execs node, so the pid is the server's). */
 async function startSluice(cpus?: string): Promise<RunningServer & { dir: string }> {
   const dir = mkdtempSync(join(tmpdir(), 'sluice-bench-http-'));
@@ -278,32 +271,6 @@ async function startSluice(cpus?: string): Promise<RunningServer & { dir: string
       const r = await exited;
       rmSync(dir, { recursive: true, force: true });
       return { ...r, ms: performance.now() - started };
-    },
-  };
-}
-
-async function startBare(script: string): Promise<RunningServer> {
-  const proc = spawn(process.execPath, [script], { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
-  let out = '';
-  proc.stderr.setEncoding('utf8').on('data', (d: string) => (out = (out + d).slice(-4000)));
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) =>
-    proc.on('exit', (code, signal) => r({ code, signal })),
-  );
-  const lines = createInterface({ input: proc.stdout });
-  const url = await new Promise<string>((done, fail) => {
-    lines.once('line', (l) => done((JSON.parse(l) as { url: string }).url));
-    void exited.then(({ code, signal }) =>
-      fail(new Error(`bare Fastify exited (${code ?? signal}): ${out}`)),
-    );
-  });
-  return {
-    url,
-    pid: proc.pid!,
-    tail: () => out,
-    stop: async () => {
-      const started = performance.now();
-      proc.kill('SIGTERM');
-      return { ...(await exited), ms: performance.now() - started };
     },
   };
 }
@@ -677,7 +644,7 @@ let bareSingle: Row | undefined;
 let bareBatch: Row | undefined;
 let bareFixed: Row | undefined;
 if (PHASES.has('bare')) {
-  const bare = await startBare(children.bare);
+  const bare = await startBare([children.bare], 'bare Fastify', ROOT);
   try {
     bareSingle = await cannonPhase(
       bare,

@@ -1,11 +1,12 @@
 /**
  * What the benchmarks measure processes and the machine with (from /proc), and how they print it:
- * shared by bench/http.ts and bench/cluster.ts.
+ * shared by the benchmarks in bench/.
  */
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { performance } from 'node:perf_hooks';
+import { createInterface } from 'node:readline';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 export const log = (msg: string): void => void process.stderr.write(`${msg}\n`);
@@ -81,4 +82,42 @@ export function gitCommit(root: string): string {
   const r = spawnSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: root, encoding: 'utf8' });
   const dirty = spawnSync('git', ['status', '--porcelain', '--', 'src'], { cwd: root, encoding: 'utf8' });
   return (r.stdout.trim() || 'unknown') + (dirty.stdout.trim() ? ' (src/ modified)' : '');
+}
+
+/** A server a benchmark started: its address and process, and how to stop it. */
+export interface RunningServer {
+  url: string;
+  pid: number;
+  /** Stops the server; resolves with its exit status and how long it took. */
+  stop(): Promise<{ code: number | null; signal: NodeJS.Signals | null; ms: number }>;
+  /** The server's last output lines, for a crash report. */
+  tail(): string;
+}
+
+/**
+ * Starts `node ...args`, a baseline server that prints `{"url": ...}` on its first line of stdout
+ * once listening and stops on SIGTERM (bench/bare-fastify.ts, bench/floor-server.ts).
+ */
+export async function startBare(args: string[], what: string, cwd: string): Promise<RunningServer> {
+  const proc = spawn(process.execPath, args, { cwd, stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  proc.stderr.setEncoding('utf8').on('data', (d: string) => (out = (out + d).slice(-4000)));
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) =>
+    proc.on('exit', (code, signal) => r({ code, signal })),
+  );
+  const lines = createInterface({ input: proc.stdout });
+  const url = await new Promise<string>((done, fail) => {
+    lines.once('line', (l) => done((JSON.parse(l) as { url: string }).url));
+    void exited.then(({ code, signal }) => fail(new Error(`${what} exited (${code ?? signal}): ${out}`)));
+  });
+  return {
+    url,
+    pid: proc.pid!,
+    tail: () => out,
+    stop: async () => {
+      const started = performance.now();
+      proc.kill('SIGTERM');
+      return { ...(await exited), ms: performance.now() - started };
+    },
+  };
 }

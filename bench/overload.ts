@@ -49,7 +49,7 @@ import { parseArgs } from 'node:util';
 import { Pool } from 'undici';
 import { sampleInput } from '../test/helpers.ts';
 import { BodySequence, loadTemplates, type BodyKind } from './http-events.ts';
-import { cleanups, PIPELINE, startTwoTenants, type RunningServer } from './two-tenants.ts';
+import { cleanups, PIPELINE, startTwoTenants } from './two-tenants.ts';
 import {
   busyCpuS,
   gitCommit,
@@ -61,7 +61,9 @@ import {
   processCpuS,
   row,
   rssMiB,
+  startBare,
   waitQuiet,
+  type RunningServer,
 } from './measure.ts';
 
 const ROOT = resolve(fileURLToPath(new URL('..', import.meta.url)));
@@ -386,42 +388,23 @@ async function counters(url: string): Promise<{ rejected: Record<string, number>
   return { rejected, text: lines };
 }
 
-/** Starts bench/floor-server.ts; resolves once it listens. */
+/** Starts bench/floor-server.ts; resolves once it listens. Killed if the benchmark ends first. */
 async function startFloor(): Promise<RunningServer> {
   const script = fileURLToPath(new URL('floor-server.ts', import.meta.url));
-  const child = spawn(process.execPath, [...process.execArgv, script, JSON.stringify(KEYS)], {
-    cwd: ROOT,
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  const kill = (): void => void child.kill('SIGKILL');
-  cleanups.add(kill);
-  let stderr = '';
-  child.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr = (stderr + d).slice(-4000)));
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((done) =>
-    child.on('exit', (code, signal) => done({ code, signal })),
+  const floor = await startBare(
+    [...process.execArgv, script, JSON.stringify(KEYS)],
+    'the floor server',
+    ROOT,
   );
-  const url = await Promise.race([
-    new Promise<string>((done) =>
-      createInterface({ input: child.stdout! }).once('line', (l) =>
-        done((JSON.parse(l) as { url: string }).url),
-      ),
-    ),
-    exited.then(({ code, signal }) => {
-      throw new Error(`the floor server exited with ${code ?? signal}: ${stderr}`);
-    }),
-  ]);
-  return {
-    url,
-    pid: child.pid!,
-    tail: () => stderr.trim().split('\n').slice(-5).join('\n'),
-    stop: async () => {
-      const started = performance.now();
-      child.kill('SIGTERM');
-      const r = await exited;
-      cleanups.delete(kill);
-      return { ...r, ms: performance.now() - started };
-    },
+  const kill = (): void => {
+    try {
+      process.kill(floor.pid, 'SIGKILL');
+    } catch {
+      // Gone already.
+    }
   };
+  cleanups.add(kill);
+  return { ...floor, stop: () => floor.stop().finally(() => cleanups.delete(kill)) };
 }
 
 // ---- measuring the server and the machine

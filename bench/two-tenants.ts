@@ -6,16 +6,9 @@
 import { rmSync } from 'node:fs';
 import { PAYMENTS, tempDir } from '../test/helpers.ts';
 import { startServer, writeServiceConfig } from '../test/serve-helpers.ts';
+import type { RunningServer } from './measure.ts';
 
 export const PIPELINE = 'payments';
-
-export interface RunningServer {
-  url: string;
-  pid: number;
-  stop(): Promise<{ code: number | null; signal: NodeJS.Signals | null; ms: number }>;
-  /** The server's last log lines, for a failure message. */
-  tail(): string;
-}
 
 /** What to do at exit whatever happens: the benchmark's processes add theirs too. */
 export const cleanups = new Set<() => void>();
