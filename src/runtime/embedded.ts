@@ -239,17 +239,22 @@ export class EmbeddedRuntime {
     return { answer, skipped };
   }
 
-  /** Checkpoints every pipeline and applies the store's retention. */
+  /**
+   * Checkpoints every pipeline and, in the first pipeline thread, applies the store's retention:
+   * it deletes by age across all pipelines, so one thread doing it is enough.
+   */
   async checkpoint(): Promise<void> {
     if (this.#state !== 'ready') return;
     const now = Date.now();
     const { retentionMs } = this.#config.store;
-    const pending: Promise<void>[] = [
-      this.#committer.commit((ops) => {
-        ops.trimRequestsBefore = now - this.#config.idempotencyRetentionMs;
-        if (retentionMs !== undefined) ops.trimStoreBefore = now - retentionMs;
-      }),
-    ];
+    const pending: Promise<void>[] = [];
+    if (this.shard.index === 0)
+      pending.push(
+        this.#committer.commit((ops) => {
+          ops.trimRequestsBefore = now - this.#config.idempotencyRetentionMs;
+          if (retentionMs !== undefined) ops.trimStoreBefore = now - retentionMs;
+        }),
+      );
     for (const r of this.#pipelines.values()) {
       this.#logBytes.set(r.key, 0);
       pending.push(r.checkpoint());

@@ -28,7 +28,7 @@ const BY_PIPELINE: ReadonlySet<CallName> = new Set(['ingest', 'windows', 'deadLe
 
 const tenantOf = (pipelineKey: string): string => pipelineKey.slice(0, pipelineKey.indexOf('/'));
 
-export function threadCount(config: ServiceConfig): number {
+function threadCount(config: ServiceConfig): number {
   return config.pipelineThreads ?? Math.max(1, Math.min(availableParallelism(), config.tenants.length));
 }
 
@@ -107,13 +107,15 @@ export class RuntimePool {
     return this.#clients[this.#owner.get(tenant) ?? 0]!;
   }
 
-  call<N extends CallName>(name: N, ...args: Calls[N]['args']): Promise<Calls[N]['value']> {
+  /** A call to the thread that owns its pipeline, or to every thread (metrics: `metrics()`). */
+  call<N extends Exclude<CallName, 'metrics'>>(
+    name: N,
+    ...args: Calls[N]['args']
+  ): Promise<Calls[N]['value']> {
     if (BY_PIPELINE.has(name)) return this.#clientOf(tenantOf(args[0] as string)).call(name, ...args);
     switch (name) {
       case 'reload':
         return this.#reload(args[0] as RuntimeConfig) as Promise<Calls[N]['value']>;
-      case 'metrics':
-        return this.metrics().then((all) => all.flat()) as Promise<Calls[N]['value']>;
       default:
         return Promise.all(this.#clients.map((c) => c.call(name, ...args))).then(() => undefined) as Promise<
           Calls[N]['value']
