@@ -178,6 +178,13 @@ const stepOf = (config: Parameters<typeof windowTransform.create>[0]): Step =>
 const sequencerOf = (config: Parameters<typeof windowTransform.create>[0]): Seq =>
   windowTransform.sequencer!(config, 'w');
 
+/** Extracts, decides (when given the sequencer) and applies `records` in one go. */
+function applyAll(step: Step, records: Rec[], seq?: Seq): void {
+  const payload = step.extract({ records, pos: [] });
+  const info = seq?.decide(payload, new Uint16Array(records.length), 0);
+  step.apply!({ records, pos: [] }, {} as never, { info, payload, indices: Int32Array.from(records.keys()) });
+}
+
 /** A count window of `size` and `hop` that has decided and applied `batch` in one go. */
 function countedOnce(
   size: number,
@@ -194,13 +201,7 @@ function countedOnce(
   };
   const step = stepOf(config);
   const seq = sequencerOf(config);
-  const payload = step.extract({ records: batch, pos: [] });
-  const info = seq.decide(payload, new Uint16Array(batch.length), 0);
-  step.apply!({ records: batch, pos: [] }, {} as never, {
-    info,
-    payload,
-    indices: Int32Array.from(batch.keys()),
-  });
+  applyAll(step, batch, seq);
   return { step, seq, state: step.snapshot!() as { panes: [number, [string, { count: number }][]][] } };
 }
 
@@ -332,16 +333,8 @@ describe('window slicing', () => {
       time_format: 'epoch_ms' as const,
     };
     const base = 1_700_000_250_000; // a multiple of 750
-    const run = (step: Step, recs: Rec[]): void => {
-      const payload = step.extract({ records: recs, pos: [] });
-      step.apply!({ records: recs, pos: [] }, {} as never, {
-        info: undefined,
-        payload,
-        indices: Int32Array.from(recs.keys()),
-      });
-    };
     const before = stepOf(config);
-    run(before, [{ ts: base + 300, v: 2 }]);
+    applyAll(before, [{ ts: base + 300, v: 2 }]);
     const saved = before.snapshot!() as { panes: [number, unknown[]][] };
     assert.deepEqual(
       saved.panes.map(([start]) => start - base),
@@ -350,7 +343,7 @@ describe('window slicing', () => {
     saved.panes[0]![0] = base + 250; // where the 0.25 s pane started
     const after = stepOf(config);
     after.restore!(JSON.parse(JSON.stringify(saved)));
-    run(after, [{ ts: base + 100, v: 3 }]);
+    applyAll(after, [{ ts: base + 100, v: 3 }]);
     const state = after.snapshot!() as { panes: [number, [string, { count: number }][]][] };
     assert.deepEqual(
       state.panes.map(([start, keys]) => [start - base, keys.map(([, all]) => all.count)]),
