@@ -33,15 +33,9 @@ import { StreamPipeline, type ChunkResult, type StreamSnapshot } from '../core/s
 import type { InStoreTransaction, Rec, WindowedOutput } from '../core/types.ts';
 import { openPg } from '../helpers/postgres.ts';
 import { bodyChunk, inflate, jsonBounds } from '../sources/http/index.ts';
+import { SinkDelivery, type OutboxStore, type SinkProgress } from '../runtime/delivery.ts';
+import { ingestAnswer, startMs, windowedOutputs, windowKey, type PipelineSpec } from '../runtime/pipeline.ts';
 import { countChunk, type Metrics } from '../service/metrics.ts';
-import {
-  ingestAnswer,
-  startMs,
-  windowedOutputs,
-  windowKey,
-  writeOutboxRows,
-  type PipelineSpec,
-} from '../service/runtime.ts';
 import { requestMeta, TAP_LEASE_MS, tapSubjects, type RequestMeta } from './log.ts';
 
 export interface OwnerContext {
@@ -74,8 +68,6 @@ export type OwnerStatus = 'waiting' | 'owner' | 'retrying' | 'stopped';
 
 /** Any constant unique to sluice: the key of the lock under which sink tables are created. */
 const SINK_TABLES_LOCK = 0x51_71_ce_02;
-/** Outbox rows per sink write. */
-const DELIVERY_BATCH = 200;
 /** A failed delivery is tried again after this long. */
 const DELIVERY_RETRY_MS = 1000;
 /** A batch is committed when it is full or this long after its first message. */
@@ -132,6 +124,8 @@ export class PipelineOwner {
   /** The live consumer's messages, to stop them when the owner stops. */
   #messages: { stop(): void } | undefined;
   #position = 0;
+  /** The epoch this instance owns the pipeline at, while it does. */
+  #ownedEpoch: number | undefined;
   readonly windowed: WindowedOutput[];
   /** Sinks written in the owner's transaction (their `inStoreTransaction` hooks), by sink id. */
   readonly #inStore = new Map<string, InStoreTransaction<ComponentConfig>>();
@@ -223,6 +217,7 @@ export class PipelineOwner {
         this.#messages?.stop();
         this.#messages = undefined;
         this.#position = 0;
+        this.#ownedEpoch = undefined;
         // Only an owner reports how far behind it is.
         this.ctx.metrics.ownerPending.remove({ tenant: this.spec.tenant, pipeline: this.spec.name });
         this.#forgetWatermarks();
@@ -320,6 +315,21 @@ export class PipelineOwner {
     let next = read();
     let flushAt: Promise<'flush'> | undefined;
     // Sinks outside PostgreSQL are fed from the outbox, one delivery at a time, beside processing.
+    const cursors = await sql<{ sink: string; seq: string; position: string | null }[]>`
+      SELECT sink, seq, position FROM sluice_sink_cursors WHERE pipeline = ${this.key}`;
+    const delivery = new SinkDelivery({
+      sinks: this.#outboxSinks,
+      progress: new Map(
+        cursors.map((c): [string, SinkProgress] => [
+          c.sink,
+          { seq: Number(c.seq), position: c.position === null ? undefined : Number(c.position) },
+        ]),
+      ),
+      store: this.#outboxStore(sql, epoch),
+      outDir: join(ctx.outputsDir, spec.tenant, spec.name),
+      metrics: ctx.metrics,
+      labels: { tenant: spec.tenant, pipeline: spec.name },
+    });
     let delivering: Promise<void> | undefined;
     let again = false;
     const deliver = (): void => {
@@ -327,11 +337,21 @@ export class PipelineOwner {
         again = true;
         return;
       }
-      delivering = this.#deliver(sql, epoch)
-        .catch((err: Error) => {
-          ctx.log.error({ pipeline: this.key, err: err.message }, 'sink delivery failed; will retry');
-          // Retried even if no new records come to trigger it.
-          setTimeout(() => !this.#leaving && deliver(), DELIVERY_RETRY_MS).unref();
+      delivering = delivery
+        .run(() => this.#stopping)
+        .then((failures) => {
+          for (const { sink, err } of failures)
+            ctx.log.error(
+              { pipeline: this.key, sink, err: (err as Error).message },
+              'sink delivery failed; will retry',
+            );
+          // Retried even if no new records come to trigger it, while this ownership lasts: after
+          // it ended (the epoch was taken over, or PostgreSQL failed) the next owner delivers.
+          if (failures.length > 0 && !failures.some((f) => f.err instanceof LostOwnership))
+            setTimeout(
+              () => !this.#leaving && this.#ownedEpoch === epoch && deliver(),
+              DELIVERY_RETRY_MS,
+            ).unref();
         })
         .finally(() => {
           delivering = undefined;
@@ -341,6 +361,7 @@ export class PipelineOwner {
           }
         });
     };
+    this.#ownedEpoch = epoch;
     if (this.#outboxSinks.length > 0) deliver();
     const commit = async (caughtUp: boolean): Promise<void> => {
       const checkpoint = Date.now() - lastCheckpointAt >= ctx.checkpointIntervalMs || this.#leaving;
@@ -460,81 +481,34 @@ export class PipelineOwner {
   }
 
   /**
-   * Delivers committed outbox records to each sink, in order, as the embedded runtime does: the
-   * sink's progress (and a file sink's size) is recorded after its batch is durable in the sink,
-   * and a file sink is cut back to the recorded size first, so nothing is written twice. Paths are
-   * under `outputsDir` of the instance that owns the pipeline (shared storage keeps one file).
+   * The outbox and sink cursors in PostgreSQL, as delivery sees them (src/runtime/delivery.ts): a
+   * sink's progress is saved only while this owner's epoch is current. Paths are under
+   * `outputsDir` of the instance that owns the pipeline (shared storage keeps one file).
    */
-  async #deliver(sql: Sql, epoch: number): Promise<void> {
-    for (const sink of this.#outboxSinks) {
-      for (;;) {
-        if (this.#stopping) return;
-        const [cursor] = await sql<{ seq: string; position: string | null }[]>`
-          SELECT seq, position FROM sluice_sink_cursors WHERE pipeline = ${this.key} AND sink = ${sink.id}`;
-        let seq = Number(cursor?.seq ?? 0);
-        let position = cursor?.position == null ? undefined : Number(cursor.position);
+  #outboxStore(sql: Sql, epoch: number): OutboxStore {
+    return {
+      rowsAfter: async (output, seq, limit) => {
         const rows = await sql<{ seq: string; records: string }[]>`
           SELECT seq, records FROM sluice_outbox
-          WHERE pipeline = ${this.key} AND output = ${sink.input} AND seq > ${seq}
-          ORDER BY seq LIMIT ${DELIVERY_BATCH}`;
-        if (rows.length === 0) break;
-        const spec = registry.sinks.get(sink.type)!;
-        const encode = spec.encoder(sink.config);
-        const writer = await spec.open(sink.config, {
-          outDir: join(this.ctx.outputsDir, this.spec.tenant, this.spec.name),
-          sinkId: sink.id,
-          append: { truncateTo: position },
+          WHERE pipeline = ${this.key} AND output = ${output} AND seq > ${seq}
+          ORDER BY seq LIMIT ${limit}`;
+        return rows.map((r) => ({ seq: Number(r.seq), records: r.records }));
+      },
+      advance: async ({ sink, output, seq, position, trimTo }) => {
+        await sql.begin(async (tx) => {
+          const saved = await tx`
+            INSERT INTO sluice_sink_cursors (pipeline, sink, seq, position)
+            SELECT ${this.key}, ${sink}, ${seq}, ${position === null ? null : String(position)}::bigint
+            WHERE EXISTS (SELECT 1 FROM sluice_pipelines WHERE pipeline = ${this.key} AND epoch = ${epoch})
+            ON CONFLICT (pipeline, sink) DO UPDATE SET seq = EXCLUDED.seq, position = EXCLUDED.position
+            RETURNING 1`;
+          if (saved.length === 0)
+            throw new LostOwnership(`epoch ${epoch} of ${this.key} is no longer current`);
+          if (trimTo !== undefined)
+            await tx`DELETE FROM sluice_outbox WHERE pipeline = ${this.key} AND output = ${output} AND seq <= ${trimTo}`;
         });
-        if (position === undefined) {
-          // Never delivered before: record where the target starts, so a crash now is cut back too.
-          position = writer.position?.();
-          if (position !== undefined) await this.#saveCursor(sql, epoch, sink.id, seq, position);
-        }
-        let count: number;
-        try {
-          count = await writeOutboxRows(writer, encode, rows);
-        } catch (err) {
-          this.ctx.metrics.sinkErrors.inc({
-            tenant: this.spec.tenant,
-            pipeline: this.spec.name,
-            sink: sink.id,
-          });
-          throw err;
-        }
-        seq = Number(rows[rows.length - 1]!.seq);
-        await this.#saveCursor(sql, epoch, sink.id, seq, writer.position?.() ?? null);
-        this.ctx.metrics.sinkRecords.inc(
-          { tenant: this.spec.tenant, pipeline: this.spec.name, sink: sink.id },
-          count,
-        );
-        if (rows.length < DELIVERY_BATCH) break;
-      }
-    }
-    // Rows every sink of their output has taken are done (a sink never delivered keeps them all).
-    for (const input of new Set(this.#outboxSinks.map((s) => s.input))) {
-      const ids = this.#outboxSinks.filter((s) => s.input === input).map((s) => s.id);
-      await sql`
-        DELETE FROM sluice_outbox WHERE pipeline = ${this.key} AND output = ${input}
-          AND seq <= (SELECT CASE WHEN count(*) = ${ids.length} THEN min(seq) ELSE 0 END
-                      FROM sluice_sink_cursors WHERE pipeline = ${this.key} AND sink = ANY(${ids}::text[]))`;
-    }
-  }
-
-  /** A sink's progress, written only while this owner's epoch is current. */
-  async #saveCursor(
-    sql: Sql,
-    epoch: number,
-    sink: string,
-    seq: number,
-    position: number | null,
-  ): Promise<void> {
-    const saved = await sql`
-      INSERT INTO sluice_sink_cursors (pipeline, sink, seq, position)
-      SELECT ${this.key}, ${sink}, ${seq}, ${position === null ? null : String(position)}::bigint
-      WHERE EXISTS (SELECT 1 FROM sluice_pipelines WHERE pipeline = ${this.key} AND epoch = ${epoch})
-      ON CONFLICT (pipeline, sink) DO UPDATE SET seq = EXCLUDED.seq, position = EXCLUDED.position
-      RETURNING 1`;
-    if (saved.length === 0) throw new LostOwnership(`epoch ${epoch} of ${this.key} is no longer current`);
+      },
+    };
   }
 
   /** The request's Idempotency-Key, from the `Nats-Msg-Id` the HTTP tier published it with. */

@@ -42,7 +42,7 @@ import { buildApp } from '../service/http.ts';
 import { KeyRing } from '../service/keys.ts';
 import { createMetrics, type Metrics } from '../service/metrics.ts';
 import { TenantLimiter } from '../service/rate-limit.ts';
-import { replayBody, windowedOutputs, type LoggedBody, type PipelineSpec } from '../service/runtime.ts';
+import { replayBody, windowedOutputs, type LoggedBody, type PipelineSpec } from '../runtime/pipeline.ts';
 import { SharedLimiter } from '../service/shared-limits.ts';
 import { requestHeaders, subjectOf, subjectsOf, TAP_ANNOUNCE_MS, tapSubjects } from './log.ts';
 import { migrate } from './migrations.ts';

@@ -14,7 +14,8 @@ import { Committer } from '../service/committer.ts';
 import { fingerprintOf } from '../service/config.ts';
 import type { Metrics } from '../service/metrics.ts';
 import type { Rec } from '../core/types.ts';
-import { PipelineRuntime, type PipelineSpec, type RuntimeContext } from '../service/runtime.ts';
+import type { PipelineSpec } from './pipeline.ts';
+import { PipelineRuntime, type RuntimeContext } from '../service/runtime.ts';
 import { openDatabase } from '../service/store.ts';
 import type { RuntimeConfig, RuntimeState, Shard, WireBody } from './protocol.ts';
 

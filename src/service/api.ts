@@ -10,7 +10,7 @@ import type { BodyFormat } from '../sources/http/index.ts';
 import type { ServiceConfig, TenantConfig } from './config.ts';
 import type { Metrics } from './metrics.ts';
 import type { Verdict } from './rate-limit.ts';
-import type { LoggedBody } from './runtime.ts';
+import type { LoggedBody } from '../runtime/pipeline.ts';
 
 export type ServiceState = 'starting' | 'ready' | 'recovering' | 'draining' | 'stopped';
 

@@ -15,49 +15,29 @@
 import { serialize, deserialize } from 'node:v8';
 import type Database from 'better-sqlite3';
 import type { Logger } from 'pino';
-import { DEAD_OUTPUT, type ResolvedPipeline, type ResolvedSink } from '../core/config.ts';
+import { DEAD_OUTPUT } from '../core/config.ts';
 import { stringify } from '../core/encode.ts';
-import type { Prepared } from '../core/engine.ts';
-import { registry } from '../core/registry.ts';
-import { recordCounts, StreamPipeline, type ChunkResult, type StreamSnapshot } from '../core/stream.ts';
-import type { Encoder, Rec, SinkWriter, WindowedOutput } from '../core/types.ts';
+import { StreamPipeline, type ChunkResult, type StreamSnapshot } from '../core/stream.ts';
+import type { Rec, WindowedOutput } from '../core/types.ts';
 import { SluiceError } from '../errors.ts';
+import { SinkDelivery, type OutboxRow, type OutboxStore, type SinkProgress } from '../runtime/delivery.ts';
+import {
+  ingestAnswer,
+  keyText,
+  replayBody,
+  startMs,
+  windowedOutputs,
+  windowKey,
+  type IngestAnswer,
+  type LoggedBody,
+  type PipelineSpec,
+  type Rejection,
+} from '../runtime/pipeline.ts';
 import { bodyChunk, inflate } from '../sources/http/index.ts';
 import type { DeadLetterQuery, Page, ReplayFilter, WindowQuery } from './api.ts';
 import type { Committer } from './committer.ts';
 import { countChunk, type Metrics } from './metrics.ts';
 import type { CommitOps } from './store.ts';
-
-export interface Rejection {
-  index: number;
-  reason: string;
-  detail: string;
-  pointer?: string;
-  /** With `dead_letters_per: line`: how many of the line's records failed. */
-  records?: number;
-}
-
-/**
- * Counts in records: the body's lines plus what fan-out added. `accepted + duplicates` + the
- * records of `rejected` is always `records`.
- */
-export interface IngestAnswer {
-  records: number;
-  accepted: number;
-  duplicates: number;
-  rejected: Rejection[];
-  /** Rejections past ANSWER_REJECTIONS, counted instead of listed. */
-  rejected_omitted?: { count: number; records: number; reasons: Record<string, number> };
-}
-
-/** A request body as it goes to the log: as received (maybe gzip), with JSON record bounds. */
-export interface LoggedBody {
-  raw: Buffer;
-  gzip: boolean;
-  /** The decoded body the pipeline reads. */
-  body: Buffer;
-  bounds: Int32Array | null;
-}
 
 export interface RuntimeContext {
   committer: Committer;
@@ -74,23 +54,7 @@ export interface RuntimeContext {
   tapped?(pipeline: string, taps: Record<string, Rec[]>): void;
 }
 
-export interface PipelineSpec {
-  tenant: string;
-  name: string;
-  prepared: Prepared;
-  /** Changes when the pipeline's files change (SIGHUP reloads only what changed). */
-  fingerprint: string;
-}
-
 const MAX_LIMIT = 10_000;
-/** Outbox rows per sink write. */
-const DELIVERY_BATCH = 200;
-
-interface SinkState {
-  sink: ResolvedSink;
-  cursor: number;
-  position: number | undefined;
-}
 
 export class PipelineRuntime {
   readonly key: string;
@@ -98,7 +62,7 @@ export class PipelineRuntime {
   readonly windowed: WindowedOutput[];
   readonly #ctx: RuntimeContext;
   readonly #stream: StreamPipeline;
-  readonly #sinks: SinkState[];
+  readonly #delivery: SinkDelivery;
   readonly #sinkInputs: Set<string>;
   #lastSeq = 0;
   #checkpointSeq = 0;
@@ -119,11 +83,20 @@ export class PipelineRuntime {
     const cursors = ctx.db
       .prepare('SELECT sink, seq, position FROM sink_cursors WHERE pipeline = ?')
       .all(this.key) as { sink: string; seq: number; position: number | null }[];
-    this.#sinks = pipeline.sinks.map((sink) => {
-      const c = cursors.find((x) => x.sink === sink.id);
-      return { sink, cursor: c?.seq ?? 0, position: c?.position ?? undefined };
+    this.#delivery = new SinkDelivery({
+      sinks: pipeline.sinks,
+      progress: new Map(
+        cursors.map((c): [string, SinkProgress] => [
+          c.sink,
+          { seq: c.seq, position: c.position ?? undefined },
+        ]),
+      ),
+      store: this.#outboxStore(),
+      outDir: `${ctx.outputsDir}/${spec.tenant}/${spec.name}`,
+      metrics: ctx.metrics,
+      labels: { tenant: spec.tenant, pipeline: spec.name },
     });
-    this.#sinkInputs = new Set(pipeline.sinks.map((s) => s.input));
+    this.#sinkInputs = this.#delivery.inputs;
   }
 
   /** Builds the pipeline with empty state; then either {@link recover} or {@link takeOver}. */
@@ -147,13 +120,7 @@ export class PipelineRuntime {
         },
       );
     }
-    for (const s of this.#sinks) {
-      const old = previous.#sinks.find((p) => p.sink.id === s.sink.id && p.sink.input === s.sink.input);
-      if (old) {
-        s.cursor = old.cursor;
-        s.position = old.position;
-      }
-    }
+    this.#delivery.continueFrom(previous.#delivery);
     this.#lastSeq = previous.#lastSeq;
     // The log before this point would replay through the old definition: checkpoint at once.
     this.#checkpointSeq = -1;
@@ -513,77 +480,24 @@ export class PipelineRuntime {
   }
 
   async #deliverAll(): Promise<void> {
-    for (const state of this.#sinks) {
-      if (this.#closed) return;
-      try {
-        await this.#deliverSink(state);
-      } catch (err) {
-        this.#ctx.metrics.sinkErrors.inc({
-          tenant: this.spec.tenant,
-          pipeline: this.spec.name,
-          sink: state.sink.id,
-        });
-        this.#ctx.log.error(
-          { err, pipeline: this.key, sink: state.sink.id },
-          'sink delivery failed; will retry',
-        );
-      }
-    }
+    for (const { sink, err } of await this.#delivery.run(() => this.#closed))
+      this.#ctx.log.error({ err, pipeline: this.key, sink }, 'sink delivery failed; will retry');
   }
 
-  /** Delivers until the sink has caught up with the outbox. */
-  async #deliverSink(state: SinkState): Promise<void> {
-    while (!this.#closed && (await this.#deliverBatch(state)) === DELIVERY_BATCH);
-  }
-
-  /** One batch of outbox rows to one sink; returns how many rows it took. */
-  async #deliverBatch(state: SinkState): Promise<number> {
-    const { sink } = state;
-    const rows = this.#ctx.db
-      .prepare(
-        'SELECT seq, received_ms, records FROM outbox WHERE pipeline = ? AND output = ? AND seq > ? ORDER BY seq LIMIT ?',
-      )
-      .all(this.key, sink.input, state.cursor, DELIVERY_BATCH) as {
-      seq: number;
-      received_ms: number;
-      records: string;
-    }[];
-    if (rows.length === 0) return 0;
-    const spec = registry.sinks.get(sink.type)!;
-    const encode = spec.encoder(sink.config);
-    const writer = await spec.open(sink.config, {
-      outDir: `${this.#ctx.outputsDir}/${this.spec.tenant}/${this.spec.name}`,
-      sinkId: sink.id,
-      append: { truncateTo: state.position },
-    });
-    if (state.position === undefined) {
-      // Never delivered before: record where the target starts, so that a crash during this
-      // first delivery is cut back too.
-      const start = writer.position?.();
-      if (start !== undefined) {
-        await this.#ctx.committer.commit((ops) =>
-          ops.cursors.push({ pipeline: this.key, sink: sink.id, seq: state.cursor, position: start }),
-        );
-        state.position = start;
-      }
-    }
-    const count = await writeOutboxRows(writer, encode, rows);
-    const seq = rows[rows.length - 1]!.seq;
-    const position = writer.position?.();
-    await this.#ctx.committer.commit((ops) => {
-      ops.cursors.push({ pipeline: this.key, sink: sink.id, seq, position: position ?? null });
-      const upTo = Math.min(
-        ...this.#sinks.filter((s) => s.sink.input === sink.input).map((s) => (s === state ? seq : s.cursor)),
-      );
-      ops.trimOutbox.push({ pipeline: this.key, output: sink.input, seq: upTo });
-    });
-    state.cursor = seq;
-    state.position = position;
-    const now = Date.now();
-    const labels = { tenant: this.spec.tenant, pipeline: this.spec.name, sink: sink.id };
-    this.#ctx.metrics.sinkRecords.inc(labels, count);
-    for (const row of rows) this.#ctx.metrics.ingestToSink.observe(labels, (now - row.received_ms) / 1000);
-    return rows.length;
+  /** The store's outbox and sink cursors, as delivery sees them (src/runtime/delivery.ts). */
+  #outboxStore(): OutboxStore {
+    const rowsAfter = this.#ctx.db.prepare(
+      'SELECT seq, received_ms AS receivedMs, records FROM outbox WHERE pipeline = ? AND output = ? AND seq > ? ORDER BY seq LIMIT ?',
+    );
+    return {
+      rowsAfter: (output, seq, limit) =>
+        Promise.resolve(rowsAfter.all(this.key, output, seq, limit) as OutboxRow[]),
+      advance: ({ sink, output, seq, position, trimTo }) =>
+        this.#ctx.committer.commit((ops) => {
+          ops.cursors.push({ pipeline: this.key, sink, seq, position });
+          if (trimTo !== undefined) ops.trimOutbox.push({ pipeline: this.key, output, seq: trimTo });
+        }),
+    };
   }
 
   /** Delivers what is committed, then stops delivering (before a swap or a shutdown). */
@@ -597,121 +511,4 @@ export class PipelineRuntime {
   resume(): void {
     this.#closed = false;
   }
-}
-
-/**
- * The body that replays dead letters (oldest first): one record per letter, cut by bounds so
- * records with newlines stay whole, up to `maxBytes` (at least one record). Letters that do not
- * hold their whole record are skipped, with why.
- */
-export function replayBody(
-  letters: { id: number | string; letter: string }[],
-  maxBytes: number | undefined,
-): { ids: number[]; body: Buffer; bounds: Int32Array; skipped: { id: number; reason: string }[] } {
-  const ids: number[] = [];
-  const parts: Buffer[] = [];
-  const bounds: number[] = [];
-  const skipped: { id: number; reason: string }[] = [];
-  let at = 0;
-  for (const l of letters) {
-    const letter = JSON.parse(l.letter) as Rec;
-    const id = Number(l.id);
-    if (typeof letter.raw !== 'string' || letter.raw_truncated === true || letter.reason === 'too_large') {
-      skipped.push({ id, reason: 'the dead letter does not hold the whole record' });
-      continue;
-    }
-    const b = Buffer.from(letter.raw, 'utf8');
-    if (maxBytes !== undefined && at + b.length > maxBytes && ids.length > 0) break;
-    parts.push(b, Buffer.from('\n'));
-    bounds.push(at, at + b.length);
-    at += b.length + 1;
-    ids.push(id);
-  }
-  return { ids, body: Buffer.concat(parts), bounds: Int32Array.from(bounds), skipped };
-}
-
-/**
- * Rejections an answer lists one by one. A body of 100,000 bad records answered with every one
- * made a 90 MB answer (issue 13, finding 2); past this many, the answer counts the rest by reason,
- * and the dead letters themselves are all in the store.
- */
-export const ANSWER_REJECTIONS = 100;
-
-/** What a processed request gives: its accepted records, duplicates and rejections. */
-export function ingestAnswer(result: ChunkResult): IngestAnswer {
-  const letters = result.outputs.get(DEAD_OUTPUT) ?? [];
-  const rejected = letters.slice(0, ANSWER_REJECTIONS).map((letter) => {
-    const r: Rejection = {
-      index: letter.index as number,
-      reason: letter.reason as string,
-      detail: letter.detail as string,
-    };
-    if (letter.pointer !== undefined) r.pointer = letter.pointer as string;
-    if (letter.records !== undefined) r.records = letter.records as number;
-    return r;
-  });
-  const { records, accepted, duplicates } = recordCounts(result);
-  const answer: IngestAnswer = { records, accepted, duplicates, rejected };
-  if (letters.length > ANSWER_REJECTIONS) {
-    const omitted = { count: 0, records: 0, reasons: {} as Record<string, number> };
-    for (let i = ANSWER_REJECTIONS; i < letters.length; i++) {
-      const letter = letters[i]!;
-      const reason = letter.reason as string;
-      omitted.count++;
-      omitted.records += (letter.records as number | undefined) ?? 1;
-      omitted.reasons[reason] = (omitted.reasons[reason] ?? 0) + 1;
-    }
-    answer.rejected_omitted = omitted;
-  }
-  return answer;
-}
-
-/**
- * Writes outbox rows (NDJSON records) to an opened sink writer and commits it; aborts it and
- * rethrows on failure. Returns the number of records written.
- */
-export async function writeOutboxRows(
-  writer: SinkWriter,
-  encode: Encoder,
-  rows: { records: string }[],
-): Promise<number> {
-  let count = 0;
-  try {
-    for (const row of rows) {
-      const records = row.records
-        .split('\n')
-        .filter((l) => l !== '')
-        .map((l) => JSON.parse(l) as Rec);
-      count += records.length;
-      await writer.write(encode(records), records.length);
-    }
-    await writer.commit();
-  } catch (err) {
-    await writer.abort().catch(() => {});
-    throw err;
-  }
-  return count;
-}
-
-/** The outputs of a pipeline's window steps, with what identifies a row. */
-export function windowedOutputs(pipeline: ResolvedPipeline): WindowedOutput[] {
-  return pipeline.steps.flatMap((s) => {
-    const w = registry.transforms.get(s.type)!.windowed?.(s.config, s.id);
-    return w ? [w] : [];
-  });
-}
-
-/** A window row's start as epoch ms. */
-export function startMs(v: unknown): number {
-  return typeof v === 'number' ? v : Date.parse(String(v));
-}
-
-/** A group_by value as the text a query filter compares with. */
-export function keyText(v: unknown): string {
-  return typeof v === 'string' ? v : JSON.stringify(v ?? null);
-}
-
-/** A window row's key within its start: its group_by values, as JSON. */
-export function windowKey(row: Rec, w: WindowedOutput): string {
-  return JSON.stringify(w.keys.map((k) => row[k] ?? null));
 }

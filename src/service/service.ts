@@ -33,7 +33,7 @@ import { KeyRing } from './keys.ts';
 import { createMetrics, type Metrics } from './metrics.ts';
 import { TenantLimiter } from './rate-limit.ts';
 import { TapHub } from './tap.ts';
-import { windowedOutputs, type LoggedBody } from './runtime.ts';
+import { windowedOutputs, type LoggedBody } from '../runtime/pipeline.ts';
 import { openDatabase } from './store.ts';
 
 export interface Tenant {

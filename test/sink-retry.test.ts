@@ -1,0 +1,129 @@
+/**
+ * A sink that fails is retried until it takes its records, and gets each exactly once, in both
+ * runtimes (src/runtime/delivery.ts is the one delivery routine they share). The failure is real:
+ * the file sink's target path is a directory, so opening it fails (EISDIR) until the test removes
+ * the directory. Meanwhile the service keeps accepting requests, counts the failures in
+ * `sluice_sink_errors_total` and logs them; afterwards the records arrive without any new request
+ * to trigger a delivery.
+ */
+import assert from 'node:assert/strict';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { after, describe, it } from 'node:test';
+import { freshCluster, WORKLOAD_KEY, type FreshCluster } from './cluster-helpers.ts';
+import { tempDir } from './helpers.ts';
+import {
+  paymentEvent,
+  postEvents,
+  startServer,
+  waitForLog,
+  writeServiceConfig,
+  type Server,
+} from './serve-helpers.ts';
+import { haveServices } from './services.ts';
+
+const KEY = 'sk_sink_retry';
+
+/** `n` distinct large payments (≥ 10,000 USD: the payments example's `large` sink takes them). */
+function largePayments(from: number, n: number): { ids: string[]; body: string } {
+  const ids = Array.from({ length: n }, (_, i) => `evt_SNK${String(from + i).padStart(23, '0')}`);
+  const body = ids
+    .map((id) => JSON.stringify(paymentEvent({ id, amount: '20000.00', currency: 'USD' })) + '\n')
+    .join('');
+  return { ids, body };
+}
+
+async function sinkErrors(server: Server, sink: string): Promise<number> {
+  const text = await (await fetch(`${server.url}/metrics`)).text();
+  const re = new RegExp(`^sluice_sink_errors_total\\{[^}]*sink="${sink}"[^}]*\\} (\\d+)$`, 'm');
+  return Number(re.exec(text)?.[1] ?? 0);
+}
+
+/** The ids in an NDJSON file, once it holds `count` lines (within 20 s). */
+async function idsOnceThere(file: string, count: number): Promise<string[]> {
+  const deadline = Date.now() + 20_000;
+  for (;;) {
+    const lines = existsSync(file)
+      ? readFileSync(file, 'utf8')
+          .split('\n')
+          .filter((l) => l !== '')
+      : [];
+    if (lines.length >= count || Date.now() > deadline)
+      return lines.map((l) => (JSON.parse(l) as { id: string }).id);
+    await sleep(50);
+  }
+}
+
+/**
+ * Posts large payments while the sink's target cannot be opened, checks that the failures are
+ * counted and logged, clears the way and checks that every record arrives exactly once.
+ */
+async function failThenRecover(server: Server, key: string, target: string, sink: string): Promise<void> {
+  const pipeline = 'payments';
+  const first = largePayments(0, 30);
+  const r1 = await postEvents(server, pipeline, key, first.body);
+  assert.equal(r1.status, 202, JSON.stringify(r1.body));
+  await waitForLog(server, new RegExp(`"sink":"${sink}".*"msg":"sink delivery failed; will retry"`), 2);
+  assert.ok((await sinkErrors(server, sink)) >= 2, 'sluice_sink_errors_total counts the failures');
+  // Still accepting while the sink is down: its records wait in the outbox.
+  const second = largePayments(30, 20);
+  const r2 = await postEvents(server, pipeline, key, second.body);
+  assert.equal(r2.status, 202, JSON.stringify(r2.body));
+
+  rmSync(target, { recursive: true });
+  const errorsAtRecovery = await sinkErrors(server, sink);
+  const expected = [...first.ids, ...second.ids];
+  const got = await idsOnceThere(target, expected.length);
+  assert.deepEqual([...got].sort(), [...expected].sort(), 'every record once, after the retries');
+
+  // And on from there as usual.
+  const third = largePayments(50, 5);
+  assert.equal((await postEvents(server, pipeline, key, third.body)).status, 202);
+  const all = await idsOnceThere(target, expected.length + 5);
+  assert.deepEqual([...all].sort(), [...expected, ...third.ids].sort());
+  assert.ok(
+    (await sinkErrors(server, sink)) <= errorsAtRecovery + 1,
+    'no failures once the target could be opened (one may have been under way)',
+  );
+}
+
+describe('a failing sink is retried until it takes its records', () => {
+  const servers: Server[] = [];
+  let cluster: FreshCluster | undefined;
+  after(async () => {
+    for (const s of servers) if (s.proc.exitCode === null && s.proc.signalCode === null) await s.kill();
+    await cluster?.clear();
+  });
+
+  it(
+    'embedded: each record once, without a new request to trigger delivery',
+    { timeout: 60_000 },
+    async () => {
+      const dir = tempDir('sluice-sink-retry-');
+      const config = writeServiceConfig(dir, { acme: { keys: [KEY] } }, { sinks: { interval: '100ms' } });
+      const target = join(dir, 'store', 'outputs', 'acme', 'payments', 'large.ndjson');
+      mkdirSync(target, { recursive: true });
+      writeFileSync(join(target, 'in-the-way'), '');
+      const server = await startServer(config);
+      servers.push(server);
+      await failThenRecover(server, KEY, target, 'large');
+      assert.deepEqual(await server.stop(), { code: 0, signal: null }, server.output().slice(-3000));
+    },
+  );
+
+  // The cluster's payments pipeline sends large payments to PostgreSQL and to the file sink
+  // `large_file`, fed from the outbox.
+  it('cluster: each record once, retried while the owner keeps its epoch', { timeout: 90_000 }, async (t) => {
+    if (!(await haveServices(t, 'postgres', 'nats'))) return;
+    const fresh = await freshCluster('sinkretry', { instances: 1 });
+    cluster = fresh;
+    const target = join(fresh.dir, 'data', 'outputs', 'acme', 'payments', 'large.ndjson');
+    mkdirSync(target, { recursive: true });
+    writeFileSync(join(target, 'in-the-way'), '');
+    const server = await startServer(fresh.configs[0]!);
+    servers.push(server);
+    await failThenRecover(server, WORKLOAD_KEY, target, 'large_file');
+    assert.deepEqual(await server.stop(), { code: 0, signal: null }, server.output().slice(-3000));
+  });
+});
