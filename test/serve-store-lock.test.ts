@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import Database from 'better-sqlite3';
 import { SluiceError } from '../dist/errors.js';
-import { lockStore } from '../dist/service/store-lock.js';
+import { lockStore } from '../dist/runtime/embedded/store-lock.js';
 import { tempDir } from './helpers.ts';
 import { allDeadLetters, postEvents, startServer, writeServiceConfig, type Server } from './serve-helpers.ts';
 

@@ -10,7 +10,7 @@ import '../components.ts';
 import { serializeError } from '../core/protocol.ts';
 import { SluiceError } from '../errors.ts';
 import { createMetrics } from '../service/metrics.ts';
-import { EmbeddedRuntime } from './embedded.ts';
+import { EmbeddedRuntime } from './embedded/runtime.ts';
 import type {
   Answer,
   Call,

@@ -34,7 +34,7 @@ import { createMetrics, type Metrics } from './metrics.ts';
 import { TenantLimiter } from './rate-limit.ts';
 import { TapHub } from './tap.ts';
 import { windowedOutputs, type LoggedBody } from '../runtime/pipeline.ts';
-import { openDatabase } from './store.ts';
+import { openDatabase } from '../runtime/embedded/store.ts';
 
 export interface Tenant {
   config: TenantConfig;

@@ -17,7 +17,7 @@
  * rows are deleted, a plain rowid would start again below the cursors and rows would be skipped.
  */
 import type Database from 'better-sqlite3';
-import { makeParentDirectory } from '../core/paths.ts';
+import { makeParentDirectory } from '../../core/paths.ts';
 
 export const STORE_SCHEMA_VERSION = 1;
 

@@ -15,12 +15,12 @@
 import { serialize, deserialize } from 'node:v8';
 import type Database from 'better-sqlite3';
 import type { Logger } from 'pino';
-import { DEAD_OUTPUT } from '../core/config.ts';
-import { stringify } from '../core/encode.ts';
-import { StreamPipeline, type ChunkResult, type StreamSnapshot } from '../core/stream.ts';
-import type { Rec, WindowedOutput } from '../core/types.ts';
-import { SluiceError } from '../errors.ts';
-import { SinkDelivery, type OutboxRow, type OutboxStore, type SinkProgress } from '../runtime/delivery.ts';
+import { DEAD_OUTPUT } from '../../core/config.ts';
+import { stringify } from '../../core/encode.ts';
+import { StreamPipeline, type ChunkResult, type StreamSnapshot } from '../../core/stream.ts';
+import type { Rec, WindowedOutput } from '../../core/types.ts';
+import { SluiceError } from '../../errors.ts';
+import { SinkDelivery, type OutboxRow, type OutboxStore, type SinkProgress } from '../delivery.ts';
 import {
   ingestAnswer,
   keyText,
@@ -32,11 +32,11 @@ import {
   type LoggedBody,
   type PipelineSpec,
   type Rejection,
-} from '../runtime/pipeline.ts';
-import { bodyChunk, inflate } from '../sources/http/index.ts';
-import type { DeadLetterQuery, Page, ReplayFilter, WindowQuery } from './api.ts';
+} from '../pipeline.ts';
+import { bodyChunk, inflate } from '../../sources/http/index.ts';
+import type { DeadLetterQuery, Page, ReplayFilter, WindowQuery } from '../../service/api.ts';
 import type { Committer } from './committer.ts';
-import { countChunk, type Metrics } from './metrics.ts';
+import { countChunk, type Metrics } from '../../service/metrics.ts';
 import type { CommitOps } from './store.ts';
 
 export interface RuntimeContext {

@@ -14,7 +14,7 @@
  * load against 16 µs alone. Overlapping processing with the fsync saved less than that hop cost.
  */
 import { performance } from 'node:perf_hooks';
-import { SluiceError } from '../errors.ts';
+import { SluiceError } from '../../errors.ts';
 import { openStoreWriter, type StoreWriter } from './store-writer.ts';
 import { emptyOps, type CommitOps } from './store.ts';
 

@@ -16,8 +16,8 @@
  */
 import { hostname } from 'node:os';
 import type Database from 'better-sqlite3';
-import { SluiceError } from '../errors.ts';
-import { makeParentDirectory } from '../core/paths.ts';
+import { SluiceError } from '../../errors.ts';
+import { makeParentDirectory } from '../../core/paths.ts';
 
 export interface StoreLock {
   readonly path: string;
