@@ -66,7 +66,10 @@ const ORPHAN_TRIES = 3;
 
 export type OwnerStatus = 'waiting' | 'owner' | 'retrying' | 'stopped';
 
-/** Any constant unique to sluice: the key of the lock under which sink tables are created. */
+/**
+ * Any constant unique to sluice: the key of the lock under which sink tables are created, with the
+ * schema they are created in as the lock's second key (see #lockKey).
+ */
 const SINK_TABLES_LOCK = 0x51_71_ce_02;
 /** A failed delivery is tried again after this long. */
 const DELIVERY_RETRY_MS = 1000;
@@ -247,15 +250,14 @@ export class PipelineOwner {
 
   /** Takes the pipeline if nobody holds it: its lock, then a new epoch. */
   async #claim(sql: Sql): Promise<{ epoch: number; position: number } | undefined> {
-    const [lock] = await sql<{ ok: boolean }[]>`
-      SELECT pg_try_advisory_lock(hashtextextended(${`sluice:${this.key}`}, 0)) AS ok`;
+    const [lock] = await sql<{ ok: boolean }[]>`SELECT pg_try_advisory_lock(${this.#lockKey(sql)}) AS ok`;
     if (!lock?.ok) {
       this.#orphanSeen = 0;
       return undefined;
     }
     // Free, but this instance has its share: leave it to one that has less, unless nobody took it.
     if (!this.ctx.belowShare() && ++this.#orphanSeen < ORPHAN_TRIES) {
-      await sql`SELECT pg_advisory_unlock(hashtextextended(${`sluice:${this.key}`}, 0))`;
+      await sql`SELECT pg_advisory_unlock(${this.#lockKey(sql)})`;
       return undefined;
     }
     this.#orphanSeen = 0;
@@ -280,7 +282,7 @@ export class PipelineOwner {
     const sinks = spec.prepared.pipeline.sinks;
     // Owners of pipelines whose sinks share a table may start together: one creates it at a time.
     await sql.begin(async (tx) => {
-      await tx`SELECT pg_advisory_xact_lock(${SINK_TABLES_LOCK})`;
+      await tx`SELECT pg_advisory_xact_lock(${SINK_TABLES_LOCK}, hashtext(coalesce(current_schema(), '')))`;
       for (const s of sinks) await this.#inStore.get(s.id)?.createTable(tx, s.config);
     });
     this.#position = position;
@@ -472,7 +474,18 @@ export class PipelineOwner {
       await commit(true);
     }
     await delivering;
-    await sql`SELECT pg_advisory_unlock(hashtextextended(${`sluice:${this.key}`}, 0))`;
+    await sql`SELECT pg_advisory_unlock(${this.#lockKey(sql)})`;
+  }
+
+  /**
+   * The pipeline's advisory lock. Advisory locks belong to the whole database, while a cluster's
+   * tables are in one schema: the key names the schema too, or two clusters sharing a database
+   * (a schema each) would keep each other from owning pipelines of the same name. The suite's
+   * cluster tests do that when they run side by side: one test's pipelines then went unowned for
+   * a minute (2026-12-07).
+   */
+  #lockKey(sql: Sql): ReturnType<Sql> {
+    return sql`hashtextextended('sluice:' || coalesce(current_schema(), '') || ':' || ${this.key}, 0)`;
   }
 
   /** Sinks fed from the outbox: every sink but those written in the owner's transaction. */
