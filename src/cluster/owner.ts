@@ -31,6 +31,7 @@ import { stringify } from '../core/encode.ts';
 import { registry } from '../core/registry.ts';
 import { StreamPipeline, type ChunkResult, type StreamSnapshot } from '../core/stream.ts';
 import type { InStoreTransaction, Rec, WindowedOutput } from '../core/types.ts';
+import { purgeBefore } from '../helpers/jetstream.ts';
 import { openPg } from '../helpers/postgres.ts';
 import { bodyChunk, inflate, jsonBounds } from '../sources/http/index.ts';
 import { SinkDelivery, type OutboxStore, type SinkProgress } from '../runtime/delivery.ts';
@@ -377,11 +378,9 @@ export class PipelineOwner {
       if (checkpoint) {
         lastCheckpointAt = Date.now();
         // The stream keeps what the checkpoint does not cover; a failed purge only costs space.
-        await ctx.jsm.streams
-          .purge(ctx.stream, { filter: this.subject, seq: batch.lastSeq + 1 })
-          .catch((err: Error) =>
-            ctx.log.warn({ pipeline: this.key, err: err.message }, 'stream purge failed'),
-          );
+        await purgeBefore(ctx.jsm, ctx.stream, this.subject, batch.lastSeq + 1).catch((err: Error) =>
+          ctx.log.warn({ pipeline: this.key, err: err.message }, 'stream purge failed'),
+        );
       }
     };
 

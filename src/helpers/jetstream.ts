@@ -118,3 +118,22 @@ function connectError(spec: StreamSpec, err: unknown): SluiceError {
     },
   );
 }
+
+/**
+ * Drops a subject's messages before stream sequence `seq` (those up to `seq - 1`), and never more.
+ * JetStream's purge takes a `seq` of 1 (or 0) as "no sequence" and drops *every* message of the
+ * subject: a cluster owner that checkpointed before processing anything (position 0) and purged
+ * with `seq: 1` deleted acknowledged requests it had not read yet (2026-12-07: the first requests
+ * of a pipeline handed over before its first message; 730 requests after a pipeline stood
+ * unowned for 38 s). Returns how many messages were dropped.
+ */
+export async function purgeBefore(
+  jsm: JetStreamManager,
+  stream: string,
+  subject: string,
+  seq: number,
+): Promise<number> {
+  if (seq <= 1) return 0;
+  const r = await jsm.streams.purge(stream, { filter: subject, seq });
+  return r.purged;
+}
