@@ -71,7 +71,7 @@ export type OwnerStatus = 'waiting' | 'owner' | 'retrying' | 'stopped';
  * Any constant unique to sluice: the key of the lock under which sink tables are created, with the
  * schema they are created in as the lock's second key (see #lockKey).
  */
-const SINK_TABLES_LOCK = 0x51_71_ce_02;
+export const SINK_TABLES_LOCK = 0x51_71_ce_02;
 /** A failed delivery is tried again after this long. */
 const DELIVERY_RETRY_MS = 1000;
 /** A batch is committed when it is full or this long after its first message. */
