@@ -112,6 +112,33 @@ describe('a failing sink is retried until it takes its records', () => {
     },
   );
 
+  it('embedded: a graceful stop delivers every committed record first', { timeout: 90_000 }, async () => {
+    // Deliveries every 5 ms, so one is usually under way when the stop comes: it read the outbox
+    // before the last request's commit, and the stop must deliver again after it.
+    const dir = tempDir('sluice-sink-stop-');
+    const config = writeServiceConfig(dir, { acme: { keys: [KEY] } }, { sinks: { interval: '5ms' } });
+    const target = join(dir, 'store', 'outputs', 'acme', 'payments', 'large.ndjson');
+    const expected: string[] = [];
+    for (let round = 0; round < 6; round++) {
+      const server = await startServer(config);
+      servers.push(server);
+      for (let i = 0; i < 20; i++) {
+        const { ids, body } = largePayments(round * 100 + i * 2, 2);
+        const r = await postEvents(server, 'payments', KEY, body);
+        assert.equal(r.status, 202, JSON.stringify(r.body));
+        expected.push(...ids);
+      }
+      assert.deepEqual(await server.stop(), { code: 0, signal: null }, server.output().slice(-3000));
+      const got = existsSync(target)
+        ? readFileSync(target, 'utf8')
+            .split('\n')
+            .filter((l) => l !== '')
+            .map((l) => (JSON.parse(l) as { id: string }).id)
+        : [];
+      assert.deepEqual(got.sort(), [...expected].sort(), `after stop ${round + 1}: every record, once`);
+    }
+  });
+
   // The cluster's payments pipeline sends large payments to PostgreSQL and to the file sink
   // `large_file`, fed from the outbox.
   it('cluster: each record once, retried while the owner keeps its epoch', { timeout: 90_000 }, async (t) => {

@@ -502,6 +502,11 @@ export class PipelineRuntime {
 
   /** Delivers what is committed, then stops delivering (before a swap or a shutdown). */
   async close(): Promise<void> {
+    // A delivery under way may have read the outbox before the last commits: deliver() would hand
+    // back that one, and what was committed after its read stayed undelivered until the next start
+    // (serve-crash saw the last batch's large payment missing from large.ndjson after a stop).
+    // So wait for it, then deliver once more.
+    await this.#delivering;
     await this.deliver();
     this.#closed = true;
     await this.#delivering;
