@@ -20,6 +20,9 @@ import { stringify } from '../../core/encode.ts';
 import { StreamPipeline, type ChunkResult, type StreamSnapshot } from '../../core/stream.ts';
 import type { Rec, WindowedOutput } from '../../core/types.ts';
 import { SluiceError } from '../../errors.ts';
+import type { DeadLetterQuery, Page, ReplayFilter, WindowQuery } from '../../service/api.ts';
+import { countChunk, type Metrics } from '../../service/metrics.ts';
+import { bodyChunk, inflate } from '../../sources/http/index.ts';
 import { SinkDelivery, type OutboxRow, type OutboxStore, type SinkProgress } from '../delivery.ts';
 import {
   ingestAnswer,
@@ -33,10 +36,7 @@ import {
   type PipelineSpec,
   type Rejection,
 } from '../pipeline.ts';
-import { bodyChunk, inflate } from '../../sources/http/index.ts';
-import type { DeadLetterQuery, Page, ReplayFilter, WindowQuery } from '../../service/api.ts';
 import type { Committer } from './committer.ts';
-import { countChunk, type Metrics } from '../../service/metrics.ts';
 import type { CommitOps } from './store.ts';
 
 export interface RuntimeContext {

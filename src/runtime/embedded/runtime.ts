@@ -8,16 +8,16 @@
 import Database from 'better-sqlite3';
 import type { Logger } from 'pino';
 import { prepare } from '../../core/engine.ts';
+import type { Rec } from '../../core/types.ts';
 import { SluiceError } from '../../errors.ts';
 import type { DeadLetterQuery, IngestMeta, Page, ReplayFilter, WindowQuery } from '../../service/api.ts';
-import { Committer } from './committer.ts';
 import { fingerprintOf } from '../../service/config.ts';
 import type { Metrics } from '../../service/metrics.ts';
-import type { Rec } from '../../core/types.ts';
 import type { PipelineSpec } from '../pipeline.ts';
+import type { RuntimeConfig, RuntimeState, Shard, WireBody } from '../protocol.ts';
+import { Committer } from './committer.ts';
 import { PipelineRuntime, type RuntimeContext } from './pipeline.ts';
 import { openDatabase } from './store.ts';
-import type { RuntimeConfig, RuntimeState, Shard, WireBody } from '../protocol.ts';
 
 /** Log a checkpoint early when this much log has built up since the last one. */
 const CHECKPOINT_LOG_BYTES = 64 * 1024 * 1024;
