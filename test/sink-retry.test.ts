@@ -113,17 +113,21 @@ describe('a failing sink is retried until it takes its records', () => {
   );
 
   it('embedded: a graceful stop delivers every committed record first', { timeout: 90_000 }, async () => {
-    // Deliveries every 5 ms, so one is usually under way when the stop comes: it read the outbox
-    // before the last request's commit, and the stop must deliver again after it.
+    // Deliveries every 5 ms, and one kept busy by a large body when the small request after it
+    // commits and the stop comes: that delivery read the outbox before the last commit, and the
+    // stop must deliver again after it. Before the fix one of the first two stops left the small
+    // request's record out (4 runs of 4).
     const dir = tempDir('sluice-sink-stop-');
     const config = writeServiceConfig(dir, { acme: { keys: [KEY] } }, { sinks: { interval: '5ms' } });
     const target = join(dir, 'store', 'outputs', 'acme', 'payments', 'large.ndjson');
     const expected: string[] = [];
-    for (let round = 0; round < 6; round++) {
+    for (let round = 0; round < 3; round++) {
       const server = await startServer(config);
       servers.push(server);
-      for (let i = 0; i < 20; i++) {
-        const { ids, body } = largePayments(round * 100 + i * 2, 2);
+      // A large body keeps a delivery busy (thousands of records to write and sync) while the
+      // small one after it commits, just before the stop.
+      for (const n of [3000, 1]) {
+        const { ids, body } = largePayments(round * 10_000 + expected.length, n);
         const r = await postEvents(server, 'payments', KEY, body);
         assert.equal(r.status, 202, JSON.stringify(r.body));
         expected.push(...ids);
