@@ -332,38 +332,23 @@ export class PipelineOwner {
       outDir: join(ctx.outputsDir, spec.tenant, spec.name),
       metrics: ctx.metrics,
       labels: { tenant: spec.tenant, pipeline: spec.name },
+      stop: () => this.#stopping,
+      onFailures: (failures) => {
+        for (const { sink, err } of failures)
+          ctx.log.error(
+            { pipeline: this.key, sink, err: (err as Error).message },
+            'sink delivery failed; will retry',
+          );
+        // Retried even if no new records come to trigger it, while this ownership lasts: after
+        // it ended (the epoch was taken over, or PostgreSQL failed) the next owner delivers.
+        if (!failures.some((f) => f.err instanceof LostOwnership))
+          setTimeout(
+            () => !this.#leaving && this.#ownedEpoch === epoch && deliver(),
+            DELIVERY_RETRY_MS,
+          ).unref();
+      },
     });
-    let delivering: Promise<void> | undefined;
-    let again = false;
-    const deliver = (): void => {
-      if (delivering) {
-        again = true;
-        return;
-      }
-      delivering = delivery
-        .run(() => this.#stopping)
-        .then((failures) => {
-          for (const { sink, err } of failures)
-            ctx.log.error(
-              { pipeline: this.key, sink, err: (err as Error).message },
-              'sink delivery failed; will retry',
-            );
-          // Retried even if no new records come to trigger it, while this ownership lasts: after
-          // it ended (the epoch was taken over, or PostgreSQL failed) the next owner delivers.
-          if (failures.length > 0 && !failures.some((f) => f.err instanceof LostOwnership))
-            setTimeout(
-              () => !this.#leaving && this.#ownedEpoch === epoch && deliver(),
-              DELIVERY_RETRY_MS,
-            ).unref();
-        })
-        .finally(() => {
-          delivering = undefined;
-          if (again && !this.#leaving) {
-            again = false;
-            deliver();
-          }
-        });
-    };
+    const deliver = (): void => void delivery.deliver();
     this.#ownedEpoch = epoch;
     if (this.#outboxSinks.length > 0) deliver();
     const commit = async (caughtUp: boolean): Promise<void> => {
@@ -472,7 +457,10 @@ export class PipelineOwner {
       if (pending.messages === 0) pending.lastSeq = this.#position;
       await commit(true);
     }
-    await delivering;
+    // Handing over, what the last commit put in the outbox goes out before the lock does (a run
+    // under way may have read the outbox before it); stopping, the next owner delivers it.
+    await delivery.deliver();
+    await delivery.idle();
     await sql`SELECT pg_advisory_unlock(${this.#lockKey(sql)})`;
   }
 

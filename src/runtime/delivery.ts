@@ -54,7 +54,13 @@ export interface SinkFailure {
   err: unknown;
 }
 
-/** The delivery of one pipeline's sinks; one run at a time. */
+/**
+ * The delivery of one pipeline's sinks. One run at a time: {@link deliver} starts one, or, while one
+ * is under way, queues one more after it, because the run under way may have read the outbox before
+ * the commit that asked for delivery. A graceful stop relies on that: before it, the embedded
+ * runtime's stop could hand back a run that had read the outbox before the last commit, and leave
+ * that commit's records undelivered until the next start.
+ */
 export class SinkDelivery {
   readonly #sinks: ResolvedSink[];
   readonly #progress: Map<string, SinkProgress>;
@@ -62,6 +68,11 @@ export class SinkDelivery {
   readonly #outDir: string;
   readonly #metrics: Metrics;
   readonly #labels: { tenant: string; pipeline: string };
+  readonly #stop: () => boolean;
+  readonly #onFailures: (failures: SinkFailure[]) => void;
+  /** The run under way, and the one queued after it. */
+  #current: Promise<void> | undefined;
+  #next: Promise<void> | undefined;
 
   constructor(o: {
     sinks: ResolvedSink[];
@@ -72,6 +83,10 @@ export class SinkDelivery {
     outDir: string;
     metrics: Metrics;
     labels: { tenant: string; pipeline: string };
+    /** Checked between batches: a run ends early once it says so. */
+    stop: () => boolean;
+    /** The sinks that failed in a run (each already counted in `sluice_sink_errors_total`). */
+    onFailures: (failures: SinkFailure[]) => void;
   }) {
     this.#sinks = o.sinks;
     this.#progress = new Map(
@@ -81,6 +96,8 @@ export class SinkDelivery {
     this.#outDir = o.outDir;
     this.#metrics = o.metrics;
     this.#labels = o.labels;
+    this.#stop = o.stop;
+    this.#onFailures = o.onFailures;
   }
 
   /** The outputs sinks read: the only ones a runtime needs to put in the outbox. */
@@ -100,22 +117,43 @@ export class SinkDelivery {
   }
 
   /**
+   * Resolves once a run that started after this call has ended: everything committed before the
+   * call was delivered, unless a sink failed or `stop()` ended the run.
+   */
+  deliver(): Promise<void> {
+    if (!this.#current) {
+      this.#current = this.#run().finally(() => (this.#current = undefined));
+      return this.#current;
+    }
+    this.#next ??= this.#current.then(() => {
+      this.#next = undefined;
+      return this.deliver();
+    });
+    return this.#next;
+  }
+
+  /** Resolves once no run is under way or queued. */
+  async idle(): Promise<void> {
+    while (this.#current || this.#next) await (this.#next ?? this.#current);
+  }
+
+  /**
    * Delivers to each sink until it has caught up with the outbox, or `stop()` says so. A sink that
    * fails is counted in `sluice_sink_errors_total` and left for the next run; the others still
-   * have their turn. Returns the failures.
+   * have their turn.
    */
-  async run(stop: () => boolean): Promise<SinkFailure[]> {
+  async #run(): Promise<void> {
     const failures: SinkFailure[] = [];
     for (const sink of this.#sinks) {
-      if (stop()) break;
+      if (this.#stop()) break;
       try {
-        while (!stop() && (await this.#batch(sink)) === DELIVERY_BATCH);
+        while (!this.#stop() && (await this.#batch(sink)) === DELIVERY_BATCH);
       } catch (err) {
         this.#metrics.sinkErrors.inc({ ...this.#labels, sink: sink.id });
         failures.push({ sink: sink.id, err });
       }
     }
-    return failures;
+    if (failures.length > 0) this.#onFailures(failures);
   }
 
   /** One batch of outbox rows to one sink; returns how many rows it took. */

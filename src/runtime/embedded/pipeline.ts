@@ -66,7 +66,6 @@ export class PipelineRuntime {
   readonly #sinkInputs: Set<string>;
   #lastSeq = 0;
   #checkpointSeq = 0;
-  #delivering: Promise<void> | undefined;
   /** Prepared once: every request with an Idempotency-Key looks its key up. */
   #answerOf: Database.Statement | undefined;
   /** Idempotency keys of requests processed but not yet durable. */
@@ -95,6 +94,11 @@ export class PipelineRuntime {
       outDir: `${ctx.outputsDir}/${spec.tenant}/${spec.name}`,
       metrics: ctx.metrics,
       labels: { tenant: spec.tenant, pipeline: spec.name },
+      stop: () => this.#closed,
+      onFailures: (failures) => {
+        for (const { sink, err } of failures)
+          ctx.log.error({ err, pipeline: this.key, sink }, 'sink delivery failed; will retry');
+      },
     });
     this.#sinkInputs = this.#delivery.inputs;
   }
@@ -475,13 +479,7 @@ export class PipelineRuntime {
    */
   deliver(): Promise<void> {
     if (this.#closed) return Promise.resolve();
-    this.#delivering ??= this.#deliverAll().finally(() => (this.#delivering = undefined));
-    return this.#delivering;
-  }
-
-  async #deliverAll(): Promise<void> {
-    for (const { sink, err } of await this.#delivery.run(() => this.#closed))
-      this.#ctx.log.error({ err, pipeline: this.key, sink }, 'sink delivery failed; will retry');
+    return this.#delivery.deliver();
   }
 
   /** The store's outbox and sink cursors, as delivery sees them (src/runtime/delivery.ts). */
@@ -502,14 +500,10 @@ export class PipelineRuntime {
 
   /** Delivers what is committed, then stops delivering (before a swap or a shutdown). */
   async close(): Promise<void> {
-    // A delivery under way may have read the outbox before the last commits: deliver() would hand
-    // back that one, and what was committed after its read stayed undelivered until the next start
-    // (serve-crash saw the last batch's large payment missing from large.ndjson after a stop).
-    // So wait for it, then deliver once more.
-    await this.#delivering;
     await this.deliver();
     this.#closed = true;
-    await this.#delivering;
+    // A run the timer queued meanwhile sees #closed and ends at once; none may outlive the swap.
+    await this.#delivery.idle();
   }
 
   /** Undoes {@link close} when a reload is abandoned. */
