@@ -28,6 +28,7 @@ import {
   waitForLog,
   postJson,
   paymentEvent,
+  sinkRecords,
 } from './serve-helpers.ts';
 
 type Json = Record<string, unknown>;
@@ -149,21 +150,6 @@ function hasKey(value: unknown, key: string): boolean {
   if (value === null || typeof value !== 'object') return false;
   if (Object.prototype.hasOwnProperty.call(value, key)) return true;
   return Object.values(value as Json).some((v) => hasKey(v, key));
-}
-
-/** Records a file sink wrote, once `ready` holds for them (sinks are fed every 200 ms). */
-async function sinkRecords(file: string, ready: (records: Json[]) => boolean): Promise<Json[]> {
-  const deadline = Date.now() + 10_000;
-  for (;;) {
-    const records = existsSync(file)
-      ? readFileSync(file, 'utf8')
-          .split('\n')
-          .filter((l) => l !== '')
-          .map((l) => JSON.parse(l) as Json)
-      : [];
-    if (ready(records) || Date.now() > deadline) return records;
-    await sleep(50);
-  }
 }
 
 /** SIGTERM, and SIGKILL if the server has not exited after 10 s. */
@@ -491,7 +477,7 @@ describe('sluice serve: the HTTP gateway', { timeout: 120_000 }, () => {
             letter.raw.includes('"evt_\uFFFD\uFFFD"'),
             `raw keeps the decoded text: ${letter.raw.slice(0, 60)}`,
           );
-          const large = await sinkRecords(largeFile, (rs) => rs.some((r) => r.id === utf8Good.id));
+          const large = await sinkRecords<Json>(largeFile, (rs) => rs.some((r) => r.id === utf8Good.id));
           const rec = large.find((r) => r.id === utf8Good.id);
           assert.ok(rec, `the accepted event reaches the large sink (${largeFile})`);
           assert.equal(rec.email, 'an\uFFFD\uFFFDa@example.com');
@@ -559,7 +545,7 @@ describe('sluice serve: the HTTP gateway', { timeout: 120_000 }, () => {
           assert.deepEqual(probe, { records: 1, accepted: 1, duplicates: 0, rejected: [] });
           acceptedInIntake += 1;
           // Had `user.__proto__` been assigned rather than defined, user.email would be inherited.
-          const large = await sinkRecords(largeFile, (rs) => rs.some((r) => r.id === protoUser.id));
+          const large = await sinkRecords<Json>(largeFile, (rs) => rs.some((r) => r.id === protoUser.id));
           const rec = large.find((r) => r.id === protoUser.id);
           assert.ok(rec, 'the event with __proto__ inside user reaches the large sink');
           assert.equal(rec.email, null, 'user.email came from the __proto__ key');

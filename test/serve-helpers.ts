@@ -5,7 +5,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import assert from 'node:assert/strict';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { gzipSync } from 'node:zlib';
@@ -821,5 +821,24 @@ export function assertKillRunExact(
       new Map(mine.map((a, b) => [producerIdempotencyKey(run, p.name, b), a])),
       `${p.name}: the answers in the store`,
     );
+  }
+}
+
+/** The records of an NDJSON file a sink writes, once `ready` holds for them or `timeoutMs` passed. */
+export async function sinkRecords<T = Record<string, unknown>>(
+  file: string,
+  ready: (records: T[]) => boolean = () => true,
+  timeoutMs = 10_000,
+): Promise<T[]> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const records = existsSync(file)
+      ? readFileSync(file, 'utf8')
+          .split('\n')
+          .filter((l) => l !== '')
+          .map((l) => JSON.parse(l) as T)
+      : [];
+    if (ready(records) || Date.now() > deadline) return records;
+    await sleep(50);
   }
 }

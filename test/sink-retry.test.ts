@@ -7,15 +7,15 @@
  * to trigger a delivery.
  */
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { after, describe, it } from 'node:test';
 import { freshCluster, WORKLOAD_KEY, type FreshCluster } from './cluster-helpers.ts';
 import { tempDir } from './helpers.ts';
 import {
   paymentEvent,
   postEvents,
+  sinkRecords,
   startServer,
   waitForLog,
   writeServiceConfig,
@@ -42,17 +42,8 @@ async function sinkErrors(server: Server, sink: string): Promise<number> {
 
 /** The ids in an NDJSON file, once it holds `count` lines (within 20 s). */
 async function idsOnceThere(file: string, count: number): Promise<string[]> {
-  const deadline = Date.now() + 20_000;
-  for (;;) {
-    const lines = existsSync(file)
-      ? readFileSync(file, 'utf8')
-          .split('\n')
-          .filter((l) => l !== '')
-      : [];
-    if (lines.length >= count || Date.now() > deadline)
-      return lines.map((l) => (JSON.parse(l) as { id: string }).id);
-    await sleep(50);
-  }
+  const records = await sinkRecords<{ id: string }>(file, (rs) => rs.length >= count, 20_000);
+  return records.map((r) => r.id);
 }
 
 /**
@@ -133,12 +124,7 @@ describe('a failing sink is retried until it takes its records', () => {
         expected.push(...ids);
       }
       assert.deepEqual(await server.stop(), { code: 0, signal: null }, server.output().slice(-3000));
-      const got = existsSync(target)
-        ? readFileSync(target, 'utf8')
-            .split('\n')
-            .filter((l) => l !== '')
-            .map((l) => (JSON.parse(l) as { id: string }).id)
-        : [];
+      const got = (await sinkRecords<{ id: string }>(target)).map((r) => r.id);
       assert.deepEqual(got.sort(), [...expected].sort(), `after stop ${round + 1}: every record, once`);
     }
   });
