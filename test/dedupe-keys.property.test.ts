@@ -2,13 +2,44 @@
  * A dedupe key of several fields is the JSON text of their values' array: it is saved in
  * checkpoints, so the fast way the step writes it must give exactly JSON.stringify's text, for any
  * values (strings with quotes, controls, lone surrogates, non-BMP characters; numbers of every
- * kind; objects), and a missing or null field means no key.
+ * kind; objects), and a missing or null field means no key. Keys travel as Latin-1 bytes, or as
+ * strings when a character is above U+00FF; either way with hashString's hash of the text, the
+ * hash checkpoints hold.
  */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import { dedupeTransform } from '../dist/transforms/dedupe/index.js';
+import { hashString } from '../dist/core/hash.js';
 import type { OrderedStep } from '../dist/core/types.js';
+
+interface KeysPayload {
+  bytes: Uint8Array;
+  ends: Int32Array;
+  hashes: Uint32Array;
+  wide: string[];
+}
+
+const aboveLatin1 = (s: string): boolean => [...s].some((c) => c.codePointAt(0)! > 0xff);
+
+/** Each record's key as text (undefined for none), read back from the payload. */
+function keysOf(payload: KeysPayload): (string | undefined)[] {
+  const keys: (string | undefined)[] = [];
+  let start = 0;
+  let w = 0;
+  payload.ends.forEach((end, i) => {
+    if (end === -1) return keys.push(undefined);
+    const key = end === -2 ? payload.wide[w++]! : Buffer.from(payload.bytes).toString('latin1', start, end);
+    if (end !== -2) {
+      start = end;
+      assert.ok(!aboveLatin1(key), 'a key in bytes is Latin-1');
+    } else assert.ok(aboveLatin1(key), 'a key apart has a character above U+00FF');
+    assert.equal(payload.hashes[i], hashString(key), `hash of ${JSON.stringify(key)}`);
+    keys.push(key);
+  });
+  assert.equal(w, payload.wide.length);
+  return keys;
+}
 
 const value = fc.oneof(
   fc.string({ unit: 'binary' }),
@@ -29,12 +60,29 @@ describe('dedupe keys of several fields', () => {
     fc.assert(
       fc.property(fc.array(fc.tuple(value, value, value), { maxLength: 20 }), (rows) => {
         const records = rows.map(([a, b, c]) => ({ a, b, c }));
-        const { text, ends } = step.extract({ records, pos: [] }) as { text: string; ends: Int32Array };
-        let start = 0;
+        const keys = keysOf(step.extract({ records, pos: [] }) as KeysPayload);
         rows.forEach((values, i) => {
-          if (values.some((v) => v === undefined || v === null)) return assert.equal(ends[i], -1);
-          assert.equal(text.slice(start, ends[i]), JSON.stringify(values));
-          start = ends[i]!;
+          if (values.some((v) => v === undefined || v === null)) return assert.equal(keys[i], undefined);
+          assert.equal(keys[i], JSON.stringify(values));
+        });
+      }),
+      { numRuns: 2000 },
+    );
+  });
+
+  it('of one field are the string itself, a marker and JSON for other values, or none', () => {
+    const step = dedupeTransform.create({ type: 'dedupe', key: 'a' }, {} as never) as OrderedStep;
+    fc.assert(
+      fc.property(fc.array(value, { maxLength: 20 }), (values) => {
+        const keys = keysOf(step.extract({ records: values.map((a) => ({ a })), pos: [] }) as KeysPayload);
+        values.forEach((v, i) => {
+          const expected =
+            v === undefined || v === null
+              ? undefined
+              : typeof v === 'string'
+                ? v
+                : '\u0001' + JSON.stringify(v);
+          assert.equal(keys[i], expected);
         });
       }),
       { numRuns: 2000 },

@@ -80,7 +80,7 @@ export function commandLine(exit: (code: number) => void): Command {
       'worker threads (default: one per core, or the main thread for a file under 32 MiB; 0 runs on the main thread)',
       positiveInt,
     )
-    .option('--chunk-size <bytes>', 'bytes of input per batch handed to a worker', byteSize, 512 * 1024)
+    .option('--chunk-size <bytes>', 'bytes of input per batch handed to a worker (default: 131072)', byteSize)
     .option(
       '--in-flight <n>',
       'batches queued per worker (more smooths stalls, fewer uses less memory)',

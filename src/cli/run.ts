@@ -11,7 +11,7 @@ export interface RunFlags {
   input?: string;
   out: string;
   workers?: number;
-  chunkSize: number;
+  chunkSize?: number;
   inFlight?: number;
   progress: boolean;
   json?: boolean;

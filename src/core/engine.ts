@@ -27,7 +27,7 @@ export interface RunOptions {
    * file smaller than 32 MiB, else one per core.
    */
   workers?: number;
-  /** Target chunk size in bytes (default 512 KiB). */
+  /** Target chunk size in bytes (default {@link DEFAULT_CHUNK_BYTES}). */
   chunkBytes?: number;
   /** Chunks in flight per worker (default 4). */
   inFlightPerWorker?: number;
@@ -64,6 +64,16 @@ export interface RunResult {
  * which a small input does not earn back. Compressed and unsized inputs (stdin) use workers.
  */
 const INLINE_BELOW_BYTES = 32 * 1024 * 1024;
+
+/**
+ * Input per chunk. A chunk's records live in its worker until the main thread's verdicts come
+ * back, so they survive young-generation collections and are promoted when chunks are large.
+ * Measured on this machine (2 cores, 2 workers): the telemetry workload (200,000 lines) took
+ * 3.34–3.43 s, 5.0 CPU s and 379–405 MiB with 512 KiB chunks, 2.96–3.01 s, 4.3 CPU s and
+ * 299–304 MiB with 128 KiB; payments (1M events) the same time either way (9.3–9.8 s), 407–414
+ * instead of 428–430 MiB. 64 KiB gained nothing more.
+ */
+export const DEFAULT_CHUNK_BYTES = 128 * 1024;
 
 function defaultWorkers(reader: SourceReader): number {
   const small =
@@ -217,7 +227,7 @@ class Run {
       // The source first: a missing input must not leave empty outputs behind.
       const reader = await this.#race(
         registry.sources.get(this.#pipeline.source.type)!.open(this.#pipeline.source, this.#options.input, {
-          chunkBytes: this.#options.chunkBytes ?? 512 * 1024,
+          chunkBytes: this.#options.chunkBytes ?? DEFAULT_CHUNK_BYTES,
         }),
       );
       try {

@@ -17,6 +17,24 @@ export function hashString(s: string): number {
   return h >>> 0;
 }
 
+/**
+ * {@link hashString} of the Latin-1 text in `bytes[start, end)` (one character per byte): the same
+ * value, without making the string.
+ */
+export function hashBytes(bytes: Uint8Array, start: number, end: number): number {
+  let h = 0x9747b28c ^ (end - start);
+  for (let i = start; i < end; i++) {
+    h = Math.imul(h ^ bytes[i]!, 0x5bd1e995);
+    h ^= h >>> 13;
+  }
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x85ebca6b);
+  h ^= h >>> 13;
+  h = Math.imul(h, 0xc2b2ae35);
+  h ^= h >>> 16;
+  return h >>> 0;
+}
+
 /** Smallest power of two ≥ n (and ≥ 16). */
 export function capacityFor(n: number): number {
   let c = 16;

@@ -1,8 +1,9 @@
 /**
  * An exact set of strings stored compactly: keys as Latin-1 bytes in one growing arena, an
  * open-addressing index of entry numbers. A million 30-character ids take ~45 MB here against
- * ~100 MB as a JavaScript Set of strings, with no per-key objects for the GC to trace. Keys with
- * characters above U+00FF (rare for ids) go to a plain Set.
+ * ~100 MB as a JavaScript Set of strings, with no per-key objects for the GC to trace. Keys arrive
+ * as Latin-1 bytes (dedupe's workers write them so); keys with characters above U+00FF (rare for
+ * ids) arrive as strings and go to a plain Set.
  */
 /** A key set's contents, compact and structured-cloneable (typed arrays, no per-key objects). */
 export interface KeySetState {
@@ -66,31 +67,36 @@ export class KeySet {
     return this.#count + this.#wide.size;
   }
 
-  /** Whether `text.slice(start, end)` (whose hash is `hash`) is present. */
-  has(text: string, start: number, end: number, hash: number): boolean {
-    if (isWide(text, start, end)) return this.#wide.has(text.slice(start, end));
-    return this.#find(text, start, end, hash) < 0;
+  /** Whether the Latin-1 key in `bytes[start, end)` (whose hash is `hash`) is present. */
+  has(bytes: Uint8Array, start: number, end: number, hash: number): boolean {
+    return this.#find(bytes, start, end, hash) < 0;
   }
 
   /**
-   * Adds `text.slice(start, end)` (whose hash is `hash`, from {@link hashString}); returns false
-   * when it was already present.
+   * Adds the Latin-1 key in `bytes[start, end)`, whose hash is `hash` ({@link hashBytes}); returns
+   * false when it was already present.
    */
-  add(text: string, start: number, end: number, hash: number): boolean {
-    if (isWide(text, start, end)) {
-      const key = text.slice(start, end);
-      if (this.#wide.has(key)) return false;
-      this.#wide.add(key);
-      return true;
-    }
-    const slot = this.#find(text, start, end, hash);
+  add(bytes: Uint8Array, start: number, end: number, hash: number): boolean {
+    const slot = this.#find(bytes, start, end, hash);
     if (slot < 0) return false;
-    this.#store(text, start, end - start, hash, slot);
+    this.#store(bytes, start, end - start, hash, slot);
+    return true;
+  }
+
+  /** Whether a key with characters above U+00FF is present. */
+  hasWide(key: string): boolean {
+    return this.#wide.has(key);
+  }
+
+  /** Adds a key with characters above U+00FF; returns false when it was already present. */
+  addWide(key: string): boolean {
+    if (this.#wide.has(key)) return false;
+    this.#wide.add(key);
     return true;
   }
 
   /** The free slot where the key would go, or -1 when it is present. */
-  #find(text: string, start: number, end: number, hash: number): number {
+  #find(bytes: Uint8Array, start: number, end: number, hash: number): number {
     const len = end - start;
     const mask = this.#slots.length - 1;
     let slot = hash & mask;
@@ -102,7 +108,7 @@ export class KeySet {
       if (this.#hashes[e] === hash && this.#lengths[e] === len) {
         const off = this.#offsets[e]!;
         let j = 0;
-        while (j < len && arena[off + j] === text.charCodeAt(start + j)) j++;
+        while (j < len && arena[off + j] === bytes[start + j]) j++;
         if (j === len) return -1;
       }
       slot = (slot + 1) & mask;
@@ -110,7 +116,7 @@ export class KeySet {
     return slot;
   }
 
-  #store(text: string, start: number, len: number, hash: number, slot: number): void {
+  #store(bytes: Uint8Array, start: number, len: number, hash: number, slot: number): void {
     if (this.#used + len > this.#arena.length) {
       const bigger = new Uint8Array(Math.max(this.#arena.length * 2, this.#used + len));
       bigger.set(this.#arena.subarray(0, this.#used));
@@ -118,7 +124,9 @@ export class KeySet {
     }
     const arena = this.#arena;
     const off = this.#used;
-    for (let j = 0; j < len; j++) arena[off + j] = text.charCodeAt(start + j);
+    // A loop, not arena.set(bytes.subarray(...)): keys are ~10–40 bytes, and a subarray is an
+    // object per key.
+    for (let j = 0; j < len; j++) arena[off + j] = bytes[start + j]!;
     this.#used += len;
     const e = this.#count++;
     if (e === this.#offsets.length) {
@@ -143,11 +151,6 @@ export class KeySet {
     }
     this.#slots = slots;
   }
-}
-
-function isWide(text: string, start: number, end: number): boolean {
-  for (let i = start; i < end; i++) if (text.charCodeAt(i) > 0xff) return true;
-  return false;
 }
 
 function grow(a: Uint32Array<ArrayBuffer>): Uint32Array<ArrayBuffer> {
