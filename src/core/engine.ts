@@ -381,7 +381,8 @@ class Run {
     this.#owner.set(seq, channel);
     const transfer: ArrayBuffer[] = [];
     const { buffer } = chunk.bytes;
-    if (buffer instanceof ArrayBuffer && buffer.byteLength === chunk.bytes.byteLength) transfer.push(buffer);
+    if (buffer instanceof ArrayBuffer && (chunk.owned || buffer.byteLength === chunk.bytes.byteLength))
+      transfer.push(buffer);
     channel.post({ t: 'chunk', seq, chunk }, transfer);
   }
 

@@ -187,6 +187,12 @@ export interface Chunk {
    * its beginning and this is its full length. It becomes a `too_large` dead letter.
    */
   oversize?: number;
+  /**
+   * `bytes`' whole ArrayBuffer belongs to this chunk, also when it is larger than `bytes`: it moves
+   * to a worker without a copy. (Without this, only a buffer exactly as long as `bytes` does; any
+   * other may be shared, like Node's pooled small buffers.)
+   */
+  owned?: boolean;
 }
 
 export interface DecodedChunk {

@@ -4,6 +4,7 @@
  * owns its ArrayBuffer, so it moves to a worker without a copy.
  */
 import { accessSync, constants, createReadStream, existsSync, statSync, type ReadStream } from 'node:fs';
+import { open, type FileHandle } from 'node:fs/promises';
 import { createGunzip } from 'node:zlib';
 import type { Readable } from 'node:stream';
 import { SluiceError } from '../../errors.ts';
@@ -89,10 +90,29 @@ export async function openFile(
     }
   }
   const totalBytes = input === '-' ? undefined : statSync(input).size;
-  const { stream, raw, gzip } = await peekGzip(input);
   const maxRecord = config.max_record_bytes ?? DEFAULT_MAX_RECORD;
   const chunkBytes = options.chunkBytes;
   const where = input === '-' ? 'standard input' : input;
+  if (input !== '-' && config.format !== 'json' && statSync(input).isFile()) {
+    const handle = await open(input, 'r');
+    const magic = Buffer.alloc(2);
+    const { bytesRead: n } = await handle.read(magic, 0, 2, 0);
+    if (n < 2 || magic[0] !== 0x1f || magic[1] !== 0x8b) {
+      const state = { bytesRead: 0 };
+      const file: SourceReader = {
+        get bytesRead() {
+          return state.bytesRead;
+        },
+        totalBytes,
+        compressed: false,
+        chunks: () => fileLineChunks(handle, state, chunkBytes, maxRecord),
+        close: () => handle.close(),
+      };
+      return wrapErrors(file, where, false);
+    }
+    await handle.close();
+  }
+  const { stream, raw, gzip } = await peekGzip(input);
 
   const reader: SourceReader = {
     get bytesRead() {
@@ -134,6 +154,69 @@ function wrapErrors(reader: SourceReader, where: string, gzip: boolean): SourceR
       }
     },
   };
+}
+
+/**
+ * NDJSON from a file that is not compressed: the same chunks as {@link lineChunks} (whole lines, a
+ * final line without a newline still a record, lines above `maxRecord` cut to a prefix), read
+ * straight into the buffers that become the chunks. Only the partial line at a chunk's end is
+ * copied, to the next one; `lineChunks` copies every byte twice (reads joined, then cut out), which
+ * was 639 ms of the main thread's ~5.3 s busy on the 1M payments workload (CPU profile).
+ */
+async function* fileLineChunks(
+  handle: FileHandle,
+  state: { bytesRead: number },
+  chunkBytes: number,
+  maxRecord: number,
+): AsyncGenerator<Chunk> {
+  let buf = Buffer.allocUnsafeSlow(chunkBytes);
+  let len = 0;
+  // While skipping the rest of an oversized line.
+  let skipping = false;
+  for (;;) {
+    if (len === buf.length) {
+      // A full buffer without a newline: one line longer than it.
+      if (len > maxRecord) {
+        const chunk: Chunk = {
+          bytes: concatOwned([buf.subarray(0, OVERSIZE_PREFIX)], OVERSIZE_PREFIX),
+          oversize: len,
+        };
+        // Back to the usual size: the rest of the line is skipped a buffer at a time.
+        buf = Buffer.allocUnsafeSlow(chunkBytes);
+        skipping = true;
+        len = 0;
+        yield chunk;
+      } else {
+        const bigger = Buffer.allocUnsafeSlow(buf.length * 2);
+        buf.copy(bigger, 0, 0, len);
+        buf = bigger;
+      }
+    }
+    const { bytesRead: n } = await handle.read(buf, len, buf.length - len, null);
+    if (n === 0) break;
+    state.bytesRead += n;
+    if (skipping) {
+      const nl = buf.subarray(0, n).indexOf(10);
+      if (nl < 0) continue;
+      buf.copy(buf, 0, nl + 1, n);
+      len = n - nl - 1;
+      skipping = false;
+    } else len += n;
+    if (len < buf.length) continue;
+    const nl = buf.lastIndexOf(10, len - 1);
+    if (nl < 0) continue;
+    // The partial line after the last newline starts the next buffer; the chunk keeps the rest.
+    const next = Buffer.allocUnsafeSlow(Math.max(chunkBytes, 2 * (len - nl - 1)));
+    buf.copy(next, 0, nl + 1, len);
+    const chunk: Chunk = { bytes: buf.subarray(0, nl + 1), owned: true };
+    len -= nl + 1;
+    buf = next;
+    yield chunk;
+  }
+  if (skipping || len === 0) return;
+  if (len > maxRecord && buf.subarray(0, len).indexOf(10) < 0)
+    yield { bytes: concatOwned([buf.subarray(0, OVERSIZE_PREFIX)], OVERSIZE_PREFIX), oversize: len };
+  else yield { bytes: buf.subarray(0, len), owned: true };
 }
 
 /**
