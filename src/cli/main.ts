@@ -6,6 +6,7 @@ import { Command, CommanderError, InvalidArgumentError } from 'commander';
 import { readFileSync } from 'node:fs';
 import { ERRORS } from '../errors.ts';
 import { EXIT, exitCodeOf, report } from './exit.ts';
+import type { RunFlags } from './run.ts';
 
 const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as {
   version: string;
@@ -37,7 +38,11 @@ function lazily<A extends unknown[]>(
 }
 
 const lazy = {
-  run: lazily(async () => (await import('./run.ts')).runCommand),
+  run: async (pipeline: string, flags: RunFlags): Promise<number> => {
+    // The workers load their modules while this thread loads its own and the pipeline.
+    (await import('../core/prestart.ts')).prestartWorkers(flags.input, flags.workers);
+    return (await import('./run.ts')).runCommand(pipeline, flags);
+  },
   check: lazily(async () => (await import('./check.ts')).checkCommand),
   test: lazily(async () => (await import('./test.ts')).testCommand),
   demo: lazily(async () => (await import('./demo.ts')).demoCommand),

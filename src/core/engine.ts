@@ -5,11 +5,11 @@
  * number of chunks in flight: reading waits while every slot is taken.
  */
 import { availableParallelism } from 'node:os';
-import { Worker } from 'node:worker_threads';
 import { SluiceError } from '../errors.ts';
 import { MAIN_OUTPUT, type ResolvedPipeline, type ResolvedSink } from './config.ts';
 import { compileModules, type ModuleBundles } from './modules.ts';
 import { hasSequencer, planOf, type Plan } from './plan.ts';
+import { INLINE_BELOW_BYTES, stopUnusedWorkers, takeWorker } from './prestart.ts';
 import { Processor, encodeFor } from './processor.ts';
 import { deserializeError, type EncodedOutput, type FromProcessor, type ToProcessor } from './protocol.ts';
 import { registry } from './registry.ts';
@@ -57,15 +57,6 @@ export interface RunResult {
 }
 
 /**
- * Without `workers`, an input file smaller than this runs on the main thread. Paired on this
- * machine (2 cores): a 50,000-event payments file (19 MiB) takes the same time or less on the main
- * thread as on two workers, at 175 instead of 280 MiB peak RSS: each worker is an isolate of its
- * own (~35 MiB once the components load) that also compiles the schemas and copies the tables,
- * which a small input does not earn back. Compressed and unsized inputs (stdin) use workers.
- */
-const INLINE_BELOW_BYTES = 32 * 1024 * 1024;
-
-/**
  * Input per chunk. A chunk's records live in its worker until the main thread's verdicts come
  * back, so they survive young-generation collections and are promoted when chunks are large.
  * Measured on this machine (2 cores, 2 workers): the telemetry workload (200,000 lines) took
@@ -101,7 +92,7 @@ interface Channel {
 }
 
 function threadChannel(onMessage: (m: FromProcessor) => void, onError: (e: SluiceError) => void): Channel {
-  const worker = new Worker(new URL('./worker.js', import.meta.url));
+  const worker = takeWorker();
   let terminating = false;
   worker.on('message', onMessage);
   worker.on('error', (err) =>
@@ -147,7 +138,11 @@ class Deferred<T = void> {
 
 /** Runs a pipeline over one input to completion. */
 export async function runPipeline(prepared: Prepared, options: RunOptions): Promise<RunResult> {
-  return new Run(prepared, options).execute();
+  try {
+    return await new Run(prepared, options).execute();
+  } finally {
+    await stopUnusedWorkers();
+  }
 }
 
 interface Gather {
@@ -303,6 +298,8 @@ class Run {
         this.#channels.push(holder.c);
       }
     }
+    // Workers started early for a run that turned out to need fewer.
+    void stopUnusedWorkers();
     const { pipeline, bundles, tables } = this.#prepared;
     for (const c of this.#channels) c.post({ t: 'init', pipeline, bundles, tables });
     await this.#ready.promise;
