@@ -20,6 +20,19 @@ export const INLINE_BELOW_BYTES = 32 * 1024 * 1024;
 
 export const WORKER_URL = new URL('./worker.js', import.meta.url);
 
+/**
+ * A worker's young generation: 16 MiB instead of V8's default for this machine (the same figures
+ * as 32). Paired runs, two workers: telemetry 229–243 MiB peak RSS against 259–266 at 2.79–2.90 s
+ * against 2.76–2.93 s; payments 1M 348–357 MiB against 362–401 at 9.05–9.76 s either way.
+ * (24 MiB measured between the two; 12 and 6 no lower and slower.) Chunks are small enough
+ * (DEFAULT_CHUNK_BYTES) that a smaller nursery does not promote more.
+ */
+const YOUNG_GENERATION_MB = 16;
+
+function startWorker(): Worker {
+  return new Worker(WORKER_URL, { resourceLimits: { maxYoungGenerationSizeMb: YOUNG_GENERATION_MB } });
+}
+
 interface Started {
   worker: Worker;
   /** It raised an error or exited before the engine took it. */
@@ -47,7 +60,7 @@ export function prestartWorkers(input: string | undefined, workers?: number): vo
     n = big ? availableParallelism() : 0;
   }
   for (let i = 0; i < n; i++) {
-    const entry: Started = { worker: new Worker(WORKER_URL), broken: false };
+    const entry: Started = { worker: startWorker(), broken: false };
     const broken = (): void => void (entry.broken = true);
     entry.worker.on('error', broken).on('exit', broken).unref();
     started.push(entry);
@@ -60,11 +73,11 @@ export function prestartWorkers(input: string | undefined, workers?: number): vo
  */
 export function takeWorker(): Worker {
   const entry = started.shift();
-  if (!entry) return new Worker(WORKER_URL);
+  if (!entry) return startWorker();
   entry.worker.removeAllListeners('error').removeAllListeners('exit');
   if (entry.broken) {
     void entry.worker.terminate();
-    return new Worker(WORKER_URL);
+    return startWorker();
   }
   entry.worker.ref();
   return entry.worker;
