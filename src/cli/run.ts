@@ -3,6 +3,7 @@ import { resolve } from 'node:path';
 import { SingleBar } from 'cli-progress';
 import { loadPipeline } from '../core/config.ts';
 import { prepare, runPipeline, type Progress, type RunResult } from '../core/engine.ts';
+import { stopUnusedWorkers } from '../core/prestart.ts';
 import { registry } from '../core/registry.ts';
 import { SluiceError } from '../errors.ts';
 import { exitCodeOf, report } from './exit.ts';
@@ -65,6 +66,15 @@ export function formatSummary(result: RunResult): string {
 }
 
 export async function runCommand(pipelineFile: string, flags: RunFlags): Promise<number> {
+  try {
+    return await run(pipelineFile, flags);
+  } finally {
+    // Workers main.ts started for a run that ended before the engine took them.
+    await stopUnusedWorkers();
+  }
+}
+
+async function run(pipelineFile: string, flags: RunFlags): Promise<number> {
   const pipeline = loadPipeline(pipelineFile);
   const readsInput = registry.sources.get(pipeline.source.type)!.readsInput ?? true;
   if (readsInput && flags.input === undefined) {

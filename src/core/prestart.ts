@@ -18,7 +18,7 @@ import { Worker } from 'node:worker_threads';
  */
 export const INLINE_BELOW_BYTES = 32 * 1024 * 1024;
 
-export const WORKER_URL = new URL('./worker.js', import.meta.url);
+const WORKER_URL = new URL('./worker.js', import.meta.url);
 
 /**
  * A worker's young generation: 16 MiB instead of V8's default for this machine (the same figures

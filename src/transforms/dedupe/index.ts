@@ -28,9 +28,10 @@ export interface DedupeConfig {
 
 /**
  * A batch's keys, for the sequencer. Keys travel as Latin-1 bytes, one per character, which is how
- * the key set stores them: no string per key is made in the worker or read back in the sequencer
- * (the keys as one concatenated string, built in the worker and read with charCodeAt in the
- * sequencer, were a third of the telemetry workload's time on one thread).
+ * the key set stores them: no string per key is made in the worker or read back in the sequencer.
+ * With the keys as one concatenated string (each key built as a string, read with charCodeAt in
+ * the sequencer), dedupe took a third of the telemetry workload's time on one thread: 3.32 s with
+ * the step, 2.20 s without; now 2.70–3.00 s against 2.56–2.68 s.
  */
 interface KeysPayload {
   /** Every key whose characters are all ≤ U+00FF, concatenated, a byte per character. */
