@@ -28,6 +28,7 @@ import {
   type Server,
   type TenantSpec,
   writeResults,
+  killRunning,
 } from './serve-helpers.ts';
 import { freshSchema, NATS_URL, PG_URL, pgIn } from './services.ts';
 
@@ -383,7 +384,7 @@ export async function runWorkload(o: ScenarioOptions): Promise<{ servers: Server
     if (process.env.SLUICE_TEST_DEBUG) for (const s of all) console.error(s.output().slice(-4000));
     throw err;
   } finally {
-    for (const s of all) if (s.proc.exitCode === null && s.proc.signalCode === null) await s.kill();
+    await killRunning(all);
     // A fault test's own server may still be down here: clearing up must not hide why it failed.
     const cleared = await Promise.allSettled([sql.end(), db.drop(), dropStream(stream, o.natsUrl)]);
     for (const c of cleared) if (c.status === 'rejected') console.error(`cleanup: ${String(c.reason)}`);

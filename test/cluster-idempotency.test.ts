@@ -12,7 +12,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, it } from 'node:test';
 import { caughtUp, dropStream, lastSeq, streamName, writeClusterConfig } from './cluster-helpers.ts';
 import { tempDir } from './helpers.ts';
-import { postEvents, startServer, type Server } from './serve-helpers.ts';
+import { postEvents, startServer, type Server, killRunning } from './serve-helpers.ts';
 import { freshSchema, haveServices, pgIn } from './services.ts';
 
 const KEY = 'sk_cluster_idempotency';
@@ -108,7 +108,7 @@ describe('Idempotency-Key in the cluster runtime', () => {
         assert.equal(await counted(), 180);
         assert.deepEqual(await server.stop(), { code: 0, signal: null }, server.output());
       } finally {
-        if (server && server.proc.exitCode === null && server.proc.signalCode === null) await server.kill();
+        await killRunning([server]);
         await sql.end();
         await db.drop();
         await dropStream(stream);

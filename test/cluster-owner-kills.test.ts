@@ -33,6 +33,7 @@ import {
   startServer,
   type Producer,
   type Server,
+  killRunning,
 } from './serve-helpers.ts';
 import { haveServices } from './services.ts';
 
@@ -50,7 +51,7 @@ describe('the cluster runtime under SIGKILLs of the owner (2 instances)', () => 
 
   after(async () => {
     closed = true;
-    for (const s of started) if (s.proc.exitCode === null && s.proc.signalCode === null) await s.kill();
+    await killRunning(started);
     await cluster?.clear();
   });
 

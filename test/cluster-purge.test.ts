@@ -21,14 +21,21 @@ import {
   WORKLOAD_KEY,
   type FreshCluster,
 } from './cluster-helpers.ts';
-import { paymentEvent, postEvents, startServer, waitForLog, type Server } from './serve-helpers.ts';
+import {
+  paymentEvent,
+  postEvents,
+  startServer,
+  waitForLog,
+  type Server,
+  killRunning,
+} from './serve-helpers.ts';
 import { haveServices } from './services.ts';
 
 describe('a cluster owner stopped before its first message', () => {
   const servers: Server[] = [];
   let cluster: FreshCluster | undefined;
   after(async () => {
-    for (const s of servers) if (s.proc.exitCode === null && s.proc.signalCode === null) await s.kill();
+    await killRunning(servers);
     await cluster?.clear();
   });
 

@@ -8,7 +8,7 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
 import { clusterPayments, dropStream, streamName, writeClusterConfig } from './cluster-helpers.ts';
 import { sampleInput, tempDir } from './helpers.ts';
-import { postEvents, readLines, startServer, waitForLog, type Server } from './serve-helpers.ts';
+import { postEvents, readLines, startServer, waitForLog, type Server, killRunning } from './serve-helpers.ts';
 import { freshSchema, haveServices } from './services.ts';
 
 const OLD_KEY = 'sk_reload_old';
@@ -74,7 +74,7 @@ describe('SIGHUP in the cluster runtime', () => {
 
         assert.deepEqual(await server.stop(), { code: 0, signal: null }, server.output());
       } finally {
-        if (server && server.proc.exitCode === null && server.proc.signalCode === null) await server.kill();
+        await killRunning([server]);
         await db.drop();
         await dropStream(stream);
       }

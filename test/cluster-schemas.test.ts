@@ -16,14 +16,14 @@ import {
   WORKLOAD_KEY,
   type FreshCluster,
 } from './cluster-helpers.ts';
-import { paymentEvent, postEvents, startServer, type Server } from './serve-helpers.ts';
+import { paymentEvent, postEvents, startServer, type Server, killRunning } from './serve-helpers.ts';
 import { haveServices } from './services.ts';
 
 describe('clusters in two schemas of one database', () => {
   const servers: Server[] = [];
   const clusters: FreshCluster[] = [];
   after(async () => {
-    for (const s of servers) if (s.proc.exitCode === null && s.proc.signalCode === null) await s.kill();
+    await killRunning(servers);
     for (const c of clusters) await c.clear();
   });
 

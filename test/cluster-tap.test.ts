@@ -8,7 +8,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { describe, it } from 'node:test';
 import { dropStream, ownerOf, streamName, writeClusterConfig } from './cluster-helpers.ts';
 import { sluice, tempDir } from './helpers.ts';
-import { postEvents, startServer, type Server } from './serve-helpers.ts';
+import { postEvents, startServer, type Server, killRunning } from './serve-helpers.ts';
 import { freshSchema, haveServices } from './services.ts';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -108,7 +108,7 @@ describe('sluice tap in the cluster runtime', () => {
         assert.equal(unknown.status, 404);
         for (const s of servers) assert.deepEqual(await s.stop(), { code: 0, signal: null }, s.output());
       } finally {
-        for (const s of servers) if (s.proc.exitCode === null && s.proc.signalCode === null) await s.kill();
+        await killRunning(servers);
         await db.drop();
         await dropStream(stream);
       }

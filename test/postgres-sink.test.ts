@@ -14,7 +14,7 @@ import { registry } from '../dist/core/registry.js';
 import type { Rec } from '../dist/core/types.js';
 import { pgUrlIn } from './cluster-helpers.ts';
 import { paymentsCopy, sampleInput, sluice, tempDir } from './helpers.ts';
-import { postEvents, readLines, startServer, writeServiceConfig } from './serve-helpers.ts';
+import { postEvents, readLines, startServer, writeServiceConfig, killRunning } from './serve-helpers.ts';
 import { freePort, freshSchema, haveServices, pgIn } from './services.ts';
 
 const records: Rec[] = [
@@ -301,7 +301,7 @@ describe('sink postgres', () => {
       }
       assert.deepEqual(await server.stop(), { code: 0, signal: null }, server.output());
     } finally {
-      if (server.proc.exitCode === null && server.proc.signalCode === null) await server.kill();
+      await killRunning([server]);
       await p.done();
     }
   });

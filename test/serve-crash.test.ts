@@ -26,6 +26,7 @@ import {
   type Server,
   workloadResults,
   rejectedRecords,
+  killRunning,
 } from './serve-helpers.ts';
 
 /** Kills per run: enough to land in every phase, few enough to keep the run short. */
@@ -72,7 +73,7 @@ describe(`sluice serve under SIGKILL while ingesting (${SAMPLE_100K.name})`, () 
     finished = true;
     // A restart in progress finishes within seconds; a hung one must not hang the run.
     await Promise.race([killer?.catch(() => {}), sleep(15_000)]);
-    if (server && server.proc.exitCode === null && server.proc.signalCode === null) await server.kill();
+    await killRunning([server]);
   });
 
   it(

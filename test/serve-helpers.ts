@@ -60,6 +60,11 @@ export interface Server {
   kill(): Promise<void>;
 }
 
+/** SIGKILLs each server given that is still running: after() hooks clean up what a failed test left. */
+export async function killRunning(servers: Iterable<Server | undefined>): Promise<void> {
+  for (const s of servers) if (s && s.proc.exitCode === null && s.proc.signalCode === null) await s.kill();
+}
+
 /**
  * Starts `sluice serve <config>` on a free port (port 0 unless the config says otherwise) and
  * waits until it logs that it is listening.

@@ -29,6 +29,7 @@ import {
   writeServiceConfig,
   type Producer,
   type Server,
+  killRunning,
 } from './serve-helpers.ts';
 
 const KEY = 'sk_kill_mixed_test';
@@ -50,7 +51,7 @@ describe('sluice serve under SIGKILL with concurrent single-event and NDJSON pro
 
   after(async () => {
     closed = true;
-    for (const s of started) if (s.proc.exitCode === null && s.proc.signalCode === null) await s.kill();
+    await killRunning(started);
   });
 
   it(

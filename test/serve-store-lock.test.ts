@@ -11,7 +11,14 @@ import Database from 'better-sqlite3';
 import { SluiceError } from '../dist/errors.js';
 import { lockStore } from '../dist/runtime/embedded/store-lock.js';
 import { tempDir } from './helpers.ts';
-import { allDeadLetters, postEvents, startServer, writeServiceConfig, type Server } from './serve-helpers.ts';
+import {
+  allDeadLetters,
+  postEvents,
+  startServer,
+  writeServiceConfig,
+  type Server,
+  killRunning,
+} from './serve-helpers.ts';
 
 const KEY = 'sk_store_lock_test';
 const PIPELINE = 'payments';
@@ -35,7 +42,7 @@ describe('sluice serve: one service per store', () => {
   const servers: Server[] = [];
 
   after(async () => {
-    for (const s of servers) if (s.proc.exitCode === null && s.proc.signalCode === null) await s.kill();
+    await killRunning(servers);
   });
 
   it(

@@ -27,6 +27,7 @@ import {
   writeServiceConfig,
   type Producer,
   type Server,
+  killRunning,
 } from './serve-helpers.ts';
 
 const KEYS = { acme: 'sk_threads_test_acme', globex: 'sk_threads_test_globex' } as const;
@@ -48,7 +49,7 @@ describe('sluice serve with a pipeline thread per tenant', () => {
 
   after(async () => {
     closed = true;
-    for (const s of started) if (s.proc.exitCode === null && s.proc.signalCode === null) await s.kill();
+    await killRunning(started);
   });
 
   it(

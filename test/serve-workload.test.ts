@@ -37,6 +37,7 @@ import {
   type Server,
   workloadResults,
   rejectedRecords,
+  killRunning,
 } from './serve-helpers.ts';
 
 const KEY = 'sk_workload_test';
@@ -57,7 +58,7 @@ for (const w of [SAMPLE_100K, SEED1_100K]) {
     let lettersBefore: Letter[] = [];
 
     after(async () => {
-      if (server && server.proc.exitCode === null && server.proc.signalCode === null) await server.kill();
+      await killRunning([server]);
     });
 
     it(

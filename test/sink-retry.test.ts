@@ -20,6 +20,7 @@ import {
   waitForLog,
   writeServiceConfig,
   type Server,
+  killRunning,
 } from './serve-helpers.ts';
 import { haveServices } from './services.ts';
 
@@ -83,7 +84,7 @@ describe('a failing sink is retried until it takes its records', () => {
   const servers: Server[] = [];
   let cluster: FreshCluster | undefined;
   after(async () => {
-    for (const s of servers) if (s.proc.exitCode === null && s.proc.signalCode === null) await s.kill();
+    await killRunning(servers);
     await cluster?.clear();
   });
 

@@ -357,52 +357,25 @@ export class PipelineRuntime {
     id: number;
     letter: string;
   }[] {
-    const where = ['pipeline = ?'];
-    const args: unknown[] = [this.key];
-    if (filter.ids) {
-      where.push(`id IN (${filter.ids.map(() => '?').join(', ')})`);
-      args.push(...filter.ids);
-    }
-    if (filter.reason !== undefined) {
-      where.push('reason = ?');
-      args.push(filter.reason);
-    }
-    if (filter.fromMs !== undefined) {
-      where.push('received_ms >= ?');
-      args.push(filter.fromMs);
-    }
-    if (filter.toMs !== undefined) {
-      where.push('received_ms < ?');
-      args.push(filter.toMs);
-    }
-    args.push(Math.min(filter.limit ?? 1000, MAX_LIMIT));
+    const { where, args } = deadLetterFilter(this.key, filter);
     return this.#ctx.db
-      .prepare(`SELECT id, letter FROM dead_letters WHERE ${where.join(' AND ')} ORDER BY id LIMIT ?`)
-      .all(...args) as { id: number; letter: string }[];
+      .prepare(`SELECT id, letter FROM dead_letters WHERE ${where} ORDER BY id LIMIT ?`)
+      .all(...args, Math.min(filter.limit ?? 1000, MAX_LIMIT)) as { id: number; letter: string }[];
   }
 
   /** Dead letters, oldest first, after `cursor` (an id). */
   deadLetters(q: DeadLetterQuery): Page<number> {
-    const where = ['pipeline = ?', 'id > ?'];
-    const args: unknown[] = [this.key, q.after];
-    if (q.reason !== undefined) {
-      where.push('reason = ?');
-      args.push(q.reason);
-    }
-    if (q.fromMs !== undefined) {
-      where.push('received_ms >= ?');
-      args.push(q.fromMs);
-    }
-    if (q.toMs !== undefined) {
-      where.push('received_ms < ?');
-      args.push(q.toMs);
-    }
-    args.push(q.limit + 1);
+    const { where, args } = deadLetterFilter(this.key, q);
     const rows = this.#ctx.db
       .prepare(
-        `SELECT id, received_ms, request_id, letter FROM dead_letters WHERE ${where.join(' AND ')} ORDER BY id LIMIT ?`,
+        `SELECT id, received_ms, request_id, letter FROM dead_letters WHERE ${where} ORDER BY id LIMIT ?`,
       )
-      .all(...args) as { id: number; received_ms: number; request_id: string | null; letter: string }[];
+      .all(...args, q.limit + 1) as {
+      id: number;
+      received_ms: number;
+      request_id: string | null;
+      letter: string;
+    }[];
     const more = rows.length > q.limit;
     const items = rows.slice(0, q.limit).map((r) => ({
       id: r.id,
@@ -510,4 +483,34 @@ export class PipelineRuntime {
   resume(): void {
     this.#closed = false;
   }
+}
+
+/** The condition (and its arguments) picking a pipeline's dead letters, for listing and replay. */
+function deadLetterFilter(
+  key: string,
+  f: { after?: number; ids?: number[]; reason?: string; fromMs?: number; toMs?: number },
+): { where: string; args: unknown[] } {
+  const where = ['pipeline = ?'];
+  const args: unknown[] = [key];
+  if (f.after !== undefined) {
+    where.push('id > ?');
+    args.push(f.after);
+  }
+  if (f.ids) {
+    where.push(`id IN (${f.ids.map(() => '?').join(', ')})`);
+    args.push(...f.ids);
+  }
+  if (f.reason !== undefined) {
+    where.push('reason = ?');
+    args.push(f.reason);
+  }
+  if (f.fromMs !== undefined) {
+    where.push('received_ms >= ?');
+    args.push(f.fromMs);
+  }
+  if (f.toMs !== undefined) {
+    where.push('received_ms < ?');
+    args.push(f.toMs);
+  }
+  return { where: where.join(' AND '), args };
 }
