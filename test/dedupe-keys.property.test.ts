@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import { dedupeTransform } from '../dist/transforms/dedupe/index.js';
-import { hashString } from '../dist/core/hash.js';
+import { hashBytes, hashString } from '../dist/core/hash.js';
 import type { OrderedStep } from '../dist/core/types.js';
 
 interface KeysPayload {
@@ -87,5 +87,21 @@ describe('dedupe keys of several fields', () => {
       }),
       { numRuns: 2000 },
     );
+  });
+
+  it('hash as the checkpoints already saved expect (values from before keys travelled as bytes)', () => {
+    // A checkpoint stores each key's hash and looks keys up by it after a restart: a different
+    // hash would let every duplicate of a key remembered before an upgrade through.
+    const saved: [string, number][] = [
+      ['', 3954623016],
+      ['a', 2257842616],
+      ['evt_01HZX3', 1750051864],
+      ['["d-05173","temp",65627]', 3854197167],
+      ['Łódź', 3722998902],
+    ];
+    for (const [key, hash] of saved) {
+      assert.equal(hashString(key), hash, key);
+      if (!aboveLatin1(key)) assert.equal(hashBytes(Buffer.from(key, 'latin1'), 0, key.length), hash, key);
+    }
   });
 });

@@ -9,12 +9,7 @@ export function hashString(s: string): number {
     h = Math.imul(h ^ s.charCodeAt(i), 0x5bd1e995);
     h ^= h >>> 13;
   }
-  h ^= h >>> 16;
-  h = Math.imul(h, 0x85ebca6b);
-  h ^= h >>> 13;
-  h = Math.imul(h, 0xc2b2ae35);
-  h ^= h >>> 16;
-  return h >>> 0;
+  return fmix32(h);
 }
 
 /**
@@ -27,6 +22,11 @@ export function hashBytes(bytes: Uint8Array, start: number, end: number): number
     h = Math.imul(h ^ bytes[i]!, 0x5bd1e995);
     h ^= h >>> 13;
   }
+  return fmix32(h);
+}
+
+/** MurmurHash3's finalizer: every input bit reaches every output bit. */
+function fmix32(h: number): number {
   h ^= h >>> 16;
   h = Math.imul(h, 0x85ebca6b);
   h ^= h >>> 13;
