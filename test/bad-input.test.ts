@@ -8,7 +8,7 @@
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -456,6 +456,21 @@ describe('input files', () => {
     assert.ok(r.stderr.includes(missing), `stderr names the path: ${r.stderr}`);
     const files = existsSync(out) ? readdirSync(out) : [];
     assert.deepEqual(files, [], 'no output files are created in --out');
+  });
+
+  it('a pipeline error with an input large enough for workers → exit 2 at once: workers started early do not hold the process', async () => {
+    // sluice run starts its workers before it reads the pipeline file (src/core/prestart.ts); a run
+    // that fails before the engine takes them must still end.
+    const dir = tempDir();
+    const big = join(dir, 'big.ndjson');
+    writeFileSync(big, '');
+    truncateSync(big, 40 * 1024 * 1024); // sparse: above the 32 MiB under which runs stay inline
+    const bad = join(dir, 'bad.yaml');
+    writeFileSync(bad, 'name: bad\nsource: { type: file }\nsteps: [{ type: nope }]\nsinks: {}\n');
+    const r = await sluice(['run', bad, '--input', big, '--out', join(dir, 'out')], { killAfterMs: 20_000 });
+    assert.equal(r.signal, null, `the run ended by itself: ${r.stderr}`);
+    assert.equal(r.code, 2, r.stderr);
+    assert.match(r.stderr, /SLUICE_ERR_CONFIG_INVALID/);
   });
 
   it('a complete gzip input named .ndjson gives the same results as the uncompressed file', async () => {

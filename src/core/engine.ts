@@ -4,12 +4,11 @@
  * in input order, so the results are identical with one worker or many. Memory is bounded by the
  * number of chunks in flight: reading waits while every slot is taken.
  */
-import { availableParallelism } from 'node:os';
 import { SluiceError } from '../errors.ts';
 import { MAIN_OUTPUT, type ResolvedPipeline, type ResolvedSink } from './config.ts';
 import { compileModules, type ModuleBundles } from './modules.ts';
 import { hasSequencer, planOf, type Plan } from './plan.ts';
-import { INLINE_BELOW_BYTES, stopUnusedWorkers, takeWorker } from './prestart.ts';
+import { defaultWorkers, stopUnusedWorkers, takeWorker } from './prestart.ts';
 import { Processor, encodeFor } from './processor.ts';
 import { deserializeError, type EncodedOutput, type FromProcessor, type ToProcessor } from './protocol.ts';
 import { registry } from './registry.ts';
@@ -65,12 +64,6 @@ export interface RunResult {
  * instead of 428–430 MiB. 64 KiB gained nothing more.
  */
 export const DEFAULT_CHUNK_BYTES = 128 * 1024;
-
-function defaultWorkers(reader: SourceReader): number {
-  const small =
-    reader.totalBytes !== undefined && !reader.compressed && reader.totalBytes < INLINE_BELOW_BYTES;
-  return small ? 0 : availableParallelism();
-}
 
 /** Everything prepared once on the main thread before processors start. */
 export interface Prepared {
@@ -227,7 +220,11 @@ class Run {
       );
       try {
         await this.#race(this.#openSinks());
-        await this.#race(this.#startProcessors(this.#options.workers ?? defaultWorkers(reader)));
+        await this.#race(
+          this.#startProcessors(
+            this.#options.workers ?? defaultWorkers(reader.totalBytes, reader.compressed ?? false),
+          ),
+        );
         await this.#race(this.#readAll(reader));
         await this.#race(this.#finishSequencers());
         await this.#race(this.#writing);

@@ -16,7 +16,13 @@ import { Worker } from 'node:worker_threads';
  * own (~35 MiB once the components load) that also compiles the schemas and copies the tables,
  * which a small input does not earn back. Compressed and unsized inputs (stdin) use workers.
  */
-export const INLINE_BELOW_BYTES = 32 * 1024 * 1024;
+const INLINE_BELOW_BYTES = 32 * 1024 * 1024;
+
+/** Workers for an input of `totalBytes` (undefined: standard input) when the run does not say. */
+export function defaultWorkers(totalBytes: number | undefined, compressed: boolean): number {
+  const small = totalBytes !== undefined && !compressed && totalBytes < INLINE_BELOW_BYTES;
+  return small ? 0 : availableParallelism();
+}
 
 const WORKER_URL = new URL('./worker.js', import.meta.url);
 
@@ -42,22 +48,23 @@ interface Started {
 const started: Started[] = [];
 
 /**
- * Starts the workers a run of `input` will use by default (or `workers` of them): one per core for
- * standard input or a file of at least {@link INLINE_BELOW_BYTES}. A guess: a small gzip file also
- * gets workers, which the engine then starts itself. They do not keep the process alive until the
+ * Starts the workers a run of `input` will use by default (or `workers` of them), by
+ * {@link defaultWorkers}. A guess, as gzip is not known yet: a small gzip file also gets workers,
+ * which the engine then starts itself. They do not keep the process alive until the
  * engine takes them; those it does not take are stopped by {@link stopUnusedWorkers}.
  */
 export function prestartWorkers(input: string | undefined, workers?: number): void {
   let n = workers;
   if (n === undefined) {
     if (input === undefined) return;
-    let big = input === '-';
+    let size: number | undefined;
     try {
-      if (!big) big = statSync(input).size >= INLINE_BELOW_BYTES;
+      size = input === '-' ? undefined : statSync(input).size;
     } catch {
       // The engine reports a missing or unreadable input; nothing to start.
+      return;
     }
-    n = big ? availableParallelism() : 0;
+    n = defaultWorkers(size, false);
   }
   for (let i = 0; i < n; i++) {
     const entry: Started = { worker: startWorker(), broken: false };

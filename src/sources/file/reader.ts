@@ -28,6 +28,11 @@ function concatOwned(parts: Buffer[], total: number): Buffer {
   return out;
 }
 
+/** The chunk standing for a record of `size` bytes above the limit: its first bytes only. */
+function oversized(bytes: Buffer, size: number): Chunk {
+  return { bytes: concatOwned([bytes.subarray(0, OVERSIZE_PREFIX)], OVERSIZE_PREFIX), oversize: size };
+}
+
 async function peekGzip(
   input: string,
 ): Promise<{ stream: Readable; raw: ReadStream | NodeJS.ReadStream; gzip: boolean }> {
@@ -177,10 +182,7 @@ async function* fileLineChunks(
     if (len === buf.length) {
       // A full buffer without a newline: one line longer than it.
       if (len > maxRecord) {
-        const chunk: Chunk = {
-          bytes: concatOwned([buf.subarray(0, OVERSIZE_PREFIX)], OVERSIZE_PREFIX),
-          oversize: len,
-        };
+        const chunk = oversized(buf, len);
         // Back to the usual size: the rest of the line is skipped a buffer at a time.
         buf = Buffer.allocUnsafeSlow(chunkBytes);
         skipping = true;
@@ -214,8 +216,7 @@ async function* fileLineChunks(
     yield chunk;
   }
   if (skipping || len === 0) return;
-  if (len > maxRecord && buf.subarray(0, len).indexOf(10) < 0)
-    yield { bytes: concatOwned([buf.subarray(0, OVERSIZE_PREFIX)], OVERSIZE_PREFIX), oversize: len };
+  if (len > maxRecord && buf.subarray(0, len).indexOf(10) < 0) yield oversized(buf, len);
   else yield { bytes: buf.subarray(0, len), owned: true };
 }
 
@@ -254,10 +255,7 @@ async function* lineChunks(stream: Readable, chunkBytes: number, maxRecord: numb
     }
     const rest = all.subarray(from);
     if (rest.length > maxRecord && rest.indexOf(10) < 0) {
-      yield {
-        bytes: concatOwned([rest.subarray(0, OVERSIZE_PREFIX)], OVERSIZE_PREFIX),
-        oversize: rest.length,
-      };
+      yield oversized(rest, rest.length);
       skipping = true;
     } else if (rest.length > 0) {
       parts = [rest];
@@ -266,8 +264,7 @@ async function* lineChunks(stream: Readable, chunkBytes: number, maxRecord: numb
   }
   if (size > 0) {
     const all = concatOwned(parts, size);
-    if (size > maxRecord && all.indexOf(10) < 0)
-      yield { bytes: concatOwned([all.subarray(0, OVERSIZE_PREFIX)], OVERSIZE_PREFIX), oversize: size };
+    if (size > maxRecord && all.indexOf(10) < 0) yield oversized(all, size);
     else yield { bytes: all };
   }
 }
